@@ -1,0 +1,139 @@
+"""The Python API: what the CLI calls, usable from a notebook or a script.
+
+import diffnas
+s = diffnas.search(method="darts", dataset="fashion-mnist", subset=2000, search={"epochs": 2}, out="runs/a")
+t = diffnas.train(s.genotype, out="runs/a-train", train={"epochs": 10})
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .config import Config, merge, resolve, validate
+from .engine.rundir import RunDir
+from .engine.search import SearchResult
+from .engine.search import search as _search
+from .engine.train import TrainResult
+from .engine.train import train as _train
+from .errors import DiffnasError
+from .spaces import SPACE_HELP, Genotype
+
+
+def list_methods() -> dict:
+    from .methods import METHODS
+
+    return {name: cls.help for name, cls in METHODS.items()}
+
+
+def list_spaces() -> dict:
+    return dict(SPACE_HELP)
+
+
+def _config(resume, config=None, preset=None, overrides=None) -> Config:
+    """A new run's config, or a resumed run's saved config with ``overrides`` on top."""
+    overrides = dict(overrides or {})
+    if resume:
+        saved = RunDir(resume).read_config()
+        cfg = merge(saved, overrides)
+        validate(cfg)
+        return Config.wrap(cfg)
+    return resolve(overrides.pop("method", None), preset, config, overrides)
+
+
+def _default_out(kind: str, cfg) -> Path:
+    return Path("runs") / f"{kind}-{cfg.get('method', 'genotype')}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def draw(run_dir, genotype: Genotype) -> list[Path]:
+    """Cell pictures next to the genotype, and the architecture-weight plots of a search; never fatal."""
+    from .report import draw_genotype, plot_arch_weights
+
+    paths = []
+    try:
+        paths += draw_genotype(genotype, run_dir)
+    except DiffnasError as e:
+        print(f"diffnas: warning: {e}", file=sys.stderr)
+    if (Path(run_dir) / "metrics.jsonl").is_file() and '"arch_weights"' in (
+        Path(run_dir) / "metrics.jsonl"
+    ).read_text():
+        paths += plot_arch_weights(run_dir)
+    return paths
+
+
+def search(out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, **overrides) -> SearchResult:
+    cfg = _config(resume, config, preset, overrides)
+    out = Path(resume or out or _default_out("search", cfg))
+    result = _search(cfg, out, resume=bool(resume), progress=progress, callbacks=callbacks)
+    draw(out, result.genotype)
+    return result
+
+
+def train(
+    genotype=None, out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, **overrides
+) -> TrainResult:
+    cfg = _config(resume, config, preset, overrides)
+    if resume:
+        genotype = Genotype.load(Path(resume) / "genotype.json")
+    elif not isinstance(genotype, Genotype):
+        genotype = Genotype.load(genotype)
+    out = Path(resume or out or _default_out("train", cfg))
+    return _train(cfg, genotype, out, resume=bool(resume), progress=progress, callbacks=callbacks)
+
+
+def run(out=None, resume=None, config=None, preset=None, progress=True, **overrides):
+    """Search, derive, retrain, report: ``out/search`` and ``out/train``."""
+    if resume:
+        out = Path(resume)
+        s = search(resume=out / "search", progress=progress, **overrides)
+        if (out / "train" / "config.yaml").is_file():
+            t = train(resume=out / "train", progress=progress, **overrides)
+        else:
+            t = train(
+                s.genotype,
+                out=out / "train",
+                config=config,
+                preset=preset,
+                progress=progress,
+                **_train_overrides(out / "search"),
+            )
+        return s, t
+    cfg = _config(None, config, preset, overrides)
+    out = Path(out or _default_out("run", cfg))
+    s = search(out=out / "search", config=config, preset=preset, progress=progress, **overrides)
+    t = train(s.genotype, out=out / "train", config=config, preset=preset, progress=progress, **overrides)
+    return s, t
+
+
+def _train_overrides(search_dir) -> dict:
+    saved = RunDir(search_dir).read_config()
+    return {k: saved[k] for k in ("dataset", "data_dir", "subset", "image_size", "seed", "device", "train")}
+
+
+def show(target) -> list[str]:
+    """Print-ready lines for a genotype or run directory; draws its cells (and weights plots) beside it."""
+    path = Path(target)
+    genotype = Genotype.load(path)
+    folder = path if path.is_dir() else path.parent
+    lines = [str(genotype)]
+    lines += [f"wrote {p}" for p in draw(folder, genotype)]
+    return lines
+
+
+def summary_lines(search: SearchResult | None = None, train: TrainResult | None = None) -> str:
+    rows = []
+    if search is not None:
+        rows += [
+            "== search ==",
+            str(search.genotype),
+            f"val acc (supernet) {search.val_acc:.4f} | {search.seconds / 60:.1f} min | "
+            f"peak memory {search.peak_memory_mb:.0f} MB | {search.run_dir}",
+        ]
+    if train is not None:
+        rows += [
+            "== retrain ==",
+            f"test acc {train.test_acc:.4f} | params {train.params_m:.3f} M | FLOPs {train.flops_m:.1f} M | "
+            f"{train.seconds / 60:.1f} min | peak memory {train.peak_memory_mb:.0f} MB | {train.run_dir}",
+        ]
+    return "\n".join(rows)

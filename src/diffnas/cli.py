@@ -1,0 +1,150 @@
+"""The `diffnas` command: parse flags into a config, call the engine, print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import api
+from .config import PRESETS, parse_set
+from .errors import DiffnasError
+
+SCALE_FLAGS = ("epochs", "batch_size", "channels", "layers")
+
+
+def _add_common(p: argparse.ArgumentParser, scale: str | None):
+    p.add_argument("--dataset", help="fashion-mnist (default) | mnist | cifar10 | cifar100 | imagefolder")
+    p.add_argument("--data-dir", help="folder holding the data set's files")
+    p.add_argument("--subset", type=int, help="use only N training images")
+    p.add_argument("--image-size", type=int, help="resize images to S x S once at load")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
+    p.add_argument("--config", help="YAML file of config keys (see README)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a named set of small settings")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    if scale:
+        for flag in SCALE_FLAGS:
+            p.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag, help=f"{scale}.{flag}")
+
+
+def _overrides(args, scale: str | None) -> dict:
+    top = {k: getattr(args, k, None) for k in ("dataset", "data_dir", "subset", "image_size", "seed", "device")}
+    out: dict = {k: v for k, v in top.items() if v is not None}
+    for k in ("method", "space"):
+        if getattr(args, k, None):
+            out[k] = getattr(args, k)
+    if scale:
+        section = {f: getattr(args, f) for f in SCALE_FLAGS if getattr(args, f, None) is not None}
+        if getattr(args, "nodes", None):
+            section["nodes"] = args.nodes
+        if section:
+            out[scale] = section
+    sets = parse_set(args.set)
+    for k, v in sets.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k].update(v)
+        else:
+            out[k] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffnas", description="Differentiable neural architecture search.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("search", help="search an architecture; writes a run directory")
+    p.add_argument("--method", help="search method (see `diffnas methods`)")
+    p.add_argument("--space", help="search space (see `diffnas spaces`)")
+    p.add_argument("--nodes", type=int, help="intermediate nodes per cell")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed search")
+    _add_common(p, "search")
+
+    p = sub.add_parser("train", help="retrain a genotype from scratch and report its test accuracy")
+    p.add_argument("--genotype", help="genotype.json or a search run directory")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed retraining")
+    _add_common(p, "train")
+
+    p = sub.add_parser("run", help="search, derive, retrain and report in one go")
+    p.add_argument("--method")
+    p.add_argument("--space")
+    p.add_argument("--out", help="run directory (search/ and train/ inside)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
+    _add_common(p, None)
+
+    p = sub.add_parser("show", help="print a genotype and draw its cells (and the architecture weights of a run)")
+    p.add_argument("target", help="a run directory or a genotype.json")
+
+    sub.add_parser("methods", help="list the search methods")
+    sub.add_parser("spaces", help="list the search spaces")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args, parser)
+    except DiffnasError as e:
+        if args.debug:
+            raise
+        print(f"diffnas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ndiffnas: interrupted; continue with --resume RUN_DIR (the last finished epoch is saved)", file=sys.stderr
+        )
+        return 130
+
+
+def _dispatch(args, parser) -> int:
+    if args.command == "methods":
+        for name, text in api.list_methods().items():
+            print(f"{name:14s} {text}")
+        return 0
+    if args.command == "spaces":
+        for name, text in api.list_spaces().items():
+            print(f"{name:14s} {text}")
+        return 0
+    if args.command == "show":
+        for line in api.show(args.target):
+            print(line)
+        return 0
+
+    progress = not args.no_progress
+    if args.command == "search":
+        overrides = _overrides(args, "search")
+        result = api.search(
+            out=args.out, resume=args.resume, config=args.config, preset=args.preset, progress=progress, **overrides
+        )
+        print(api.summary_lines(search=result))
+    elif args.command == "train":
+        if not (args.genotype or args.resume):
+            parser.error("train needs --genotype (or --resume RUN_DIR)")
+        overrides = _overrides(args, "train")
+        result = api.train(
+            args.genotype,
+            out=args.out,
+            resume=args.resume,
+            config=args.config,
+            preset=args.preset,
+            progress=progress,
+            **overrides,
+        )
+        print(api.summary_lines(train=result))
+    elif args.command == "run":
+        overrides = _overrides(args, None)
+        s, t = api.run(
+            out=args.out, resume=args.resume, config=args.config, preset=args.preset, progress=progress, **overrides
+        )
+        print(api.summary_lines(search=s, train=t))
+        print(f"pictures and files: {Path(t.run_dir).parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

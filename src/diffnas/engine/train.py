@@ -1,0 +1,187 @@
+"""Retraining a genotype from scratch with DARTS's evaluation protocol, and its report."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from ..config import Config
+from ..data import Augment, BatchStream, eval_batches, load_dataset
+from ..errors import TrainingDiverged
+from ..spaces import DerivedNetwork, Genotype
+from .loop import resolve_device, run_epochs
+from .rundir import RunDir, seed_everything
+from .system import peak_memory_mb, reset_peak_memory
+
+
+@dataclass
+class TrainResult:
+    genotype: Genotype
+    run_dir: Path
+    test_acc: float
+    params_m: float
+    flops_m: float
+    seconds: float
+    peak_memory_mb: float
+
+
+def count_params_m(net: nn.Module) -> float:
+    """Parameters in millions, without the auxiliary head (as papers report them)."""
+    return sum(p.numel() for n, p in net.named_parameters() if not n.startswith("aux_head")) / 1e6
+
+
+def count_flops_m(net: nn.Module, in_channels: int, size: int) -> float:
+    """Multiply-adds of one inference on one image, in millions (FLOPs as NAS papers count them)."""
+    was_training = net.training
+    net.eval()
+    x = torch.zeros(1, in_channels, size, size, device=next(net.parameters()).device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x)
+    net.train(was_training)
+    return counter.get_total_flops() / 2 / 1e6
+
+
+class TrainJob:
+    def __init__(self, cfg: Config, genotype: Genotype, run: RunDir, progress: bool = True):
+        self.cfg, self.genotype, self.run, self.progress = cfg, genotype, run, progress
+        t = cfg.train
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
+        self.data = data
+        pad = t.crop_padding if t.crop_padding is not None else data.image_size // 8
+        augment = Augment(crop_padding=pad, flip=data.flip, cutout=t.cutout)
+        self.train = BatchStream(
+            data.train_x,
+            data.train_y,
+            torch.arange(len(data.train_y)),
+            t.batch_size,
+            mean=data.mean,
+            std=data.std,
+            seed=cfg.seed,
+            augment=augment,
+            device=self.device,
+        )
+        self.net = DerivedNetwork(
+            genotype, t.channels, t.layers, data.num_classes, data.in_channels, auxiliary=t.auxiliary > 0
+        ).to(self.device)
+        self.opt = torch.optim.SGD(self.net.parameters(), t.lr, momentum=t.momentum, weight_decay=t.wd)
+        self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, t.epochs, eta_min=t.lr_min)
+        self.epochs = t.epochs
+
+    def run_epoch(self, epoch: int) -> dict:
+        t = self.cfg.train
+        self.net.train()
+        self.net.drop_prob = t.drop_path * epoch / self.epochs
+        lr = self.opt.param_groups[0]["lr"]
+        losses, correct, seen = 0.0, 0, 0
+        steps = self.train.steps_per_epoch
+        bar = tqdm(range(steps), desc=f"train {epoch + 1}/{self.epochs}", leave=False, disable=not self.progress)
+        for i in bar:
+            x, y = self.train.next()
+            out = self.net(x)
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = F.cross_entropy(logits, y)
+            if aux is not None:
+                loss = loss + t.auxiliary * F.cross_entropy(aux, y)
+            if not math.isfinite(loss.item()):
+                raise TrainingDiverged(
+                    f"training loss became {loss.item()} at epoch {epoch} step {i}; the last good checkpoint is in "
+                    f"{self.run.path} (lower the learning rate and --resume)"
+                )
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip:
+                nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
+            self.opt.step()
+            losses += loss.item() * y.numel()
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += y.numel()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        self.lr_schedule.step()
+        test = self.test()
+        return {
+            "train_loss": losses / seen,
+            "train_acc": correct / seen,
+            **test,
+            "lr": lr,
+            "drop_path": self.net.drop_prob,
+        }
+
+    @torch.no_grad()
+    def test(self) -> dict:
+        self.net.eval()
+        total, correct, loss = 0, 0, 0.0
+        for x, y in eval_batches(
+            self.data.test_x, self.data.test_y, 256, mean=self.data.mean, std=self.data.std, device=self.device
+        ):
+            logits = self.net(x)
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            total += y.numel()
+        self.net.train()
+        return {"test_loss": loss / total, "test_acc": correct / total}
+
+    def state_dict(self) -> dict:
+        return {
+            "net": self.net.state_dict(),
+            "opt": self.opt.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "train": self.train.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.train.load_state_dict(state["train"])
+
+
+def train(
+    cfg: Config, genotype: Genotype, out, resume: bool = False, progress: bool = True, callbacks=None
+) -> TrainResult:
+    """Retrain ``genotype`` from scratch (or resume); writes the run directory and returns test accuracy."""
+    run = RunDir(out)
+    if not resume:
+        for name in ("metrics.jsonl", "checkpoint.pt"):
+            run.file(name).unlink(missing_ok=True)
+    run.write_config(cfg.to_plain())
+    genotype.save(run.file("genotype.json"))
+    reset_peak_memory()
+    t0 = time.perf_counter()
+    job = TrainJob(cfg, genotype, run, progress)
+    try:
+        records = run_epochs(job, run, resume=resume, callbacks=callbacks)
+    finally:
+        run.close()
+    test_acc = records[-1]["test_acc"] if records else job.test()["test_acc"]
+    result = TrainResult(
+        genotype,
+        run.path,
+        test_acc,
+        count_params_m(job.net),
+        count_flops_m(job.net, job.data.in_channels, job.data.image_size),
+        time.perf_counter() - t0,
+        peak_memory_mb(job.device),
+    )
+    run.write_json(
+        "result.json",
+        {
+            "kind": "train",
+            "test_acc": result.test_acc,
+            "params_m": result.params_m,
+            "flops_m": result.flops_m,
+            "seconds": result.seconds,
+            "peak_memory_mb": result.peak_memory_mb,
+            "genotype": genotype.to_dict(),
+        },
+    )
+    return result

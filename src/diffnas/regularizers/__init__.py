@@ -1,0 +1,51 @@
+"""Regularizers: terms added to the architecture loss (and their own state updates).
+
+Configured as ``reg: {name: weight or options}``; ``build_regularizers`` makes one
+object per entry. Each adds ``penalty(method)`` to the architecture loss and may
+update its own state in ``after_arch_step(method)`` (ADMM does).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError
+
+
+class Regularizer:
+    name = "base"
+
+    def __init__(self, options, space):
+        self.options = options
+        self.space = space
+
+    def penalty(self, method) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_arch_step(self, method) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+REGULARIZERS: dict = {}
+
+
+def register(cls):
+    REGULARIZERS[cls.name] = cls
+    return cls
+
+
+def build_regularizers(reg_cfg: dict, space) -> list[Regularizer]:
+    out = []
+    for name, options in (reg_cfg or {}).items():
+        if name not in REGULARIZERS:
+            raise ConfigError(f"unknown regularizer '{name}'; choose from {', '.join(REGULARIZERS) or 'none yet'}")
+        if options is None or options is False:
+            continue
+        out.append(REGULARIZERS[name](options, space))
+    return out

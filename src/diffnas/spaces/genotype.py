@@ -1,0 +1,142 @@
+"""Genotypes: the discrete architecture a search ends with, and the rule that derives it.
+
+The DARTS rule: for every intermediate node keep the ``k`` incoming edges with the
+largest max weight over non-`none` ops; on each kept edge take the argmax
+non-`none` op. ``discrete_mask`` is the same rule as a binary [E, O] mask, the
+projection Pi_S used by proximity regularization, ADMM and NASP.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import GenotypeError
+from .space import CELL_TYPES, Space, get_space
+
+
+@dataclass
+class Genotype:
+    space: str
+    nodes: int
+    # cell type -> [(op, input index)] with edges_per_node entries per node, node by node
+    cells: dict = field(default_factory=dict)
+    # cell type -> indices of the states concatenated into the cell output
+    concat: dict = field(default_factory=dict)
+
+    def edges(self, cell_type: str, node: int):
+        k = len(self.cells[cell_type]) // self.nodes
+        return self.cells[cell_type][node * k : (node + 1) * k]
+
+    def to_dict(self) -> dict:
+        out = {"space": self.space, "nodes": self.nodes}
+        for t in CELL_TYPES:
+            out[t] = [[op, j] for op, j in self.cells[t]]
+            out[f"{t}_concat"] = list(self.concat[t])
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "genotype") -> Genotype:
+        try:
+            space = get_space(d["space"], d["nodes"])
+            cells = {t: [(str(op), int(j)) for op, j in d[t]] for t in CELL_TYPES}
+            concat = {t: [int(i) for i in d.get(f"{t}_concat", range(2, 2 + space.nodes))] for t in CELL_TYPES}
+        except GenotypeError:
+            raise
+        except Exception as e:  # missing keys, wrong types
+            raise GenotypeError(f"{source}: not a valid genotype ({type(e).__name__}: {e})") from None
+        g = cls(space.name, space.nodes, cells, concat)
+        g.validate(space, source)
+        return g
+
+    def validate(self, space: Space, source: str = "genotype"):
+        for t in CELL_TYPES:
+            edges = self.cells[t]
+            if len(edges) % self.nodes or not edges:
+                raise GenotypeError(f"{source}: {t} cell has {len(edges)} edges, not a multiple of {self.nodes} nodes")
+            k = len(edges) // self.nodes
+            for i, (op, j) in enumerate(edges):
+                node = i // k
+                if op not in space.ops[t] or op == "none":
+                    raise GenotypeError(
+                        f"{source}: unknown op '{op}' in {t} cell of space {space.name}; "
+                        f"expected one of {[o for o in space.ops[t] if o != 'none']}"
+                    )
+                if not 0 <= j < 2 + node:
+                    raise GenotypeError(f"{source}: {t} node {node} reads input {j}, must be in [0, {1 + node}]")
+            for i in self.concat[t]:
+                if not 0 <= i < 2 + self.nodes:
+                    raise GenotypeError(f"{source}: {t}_concat index {i} out of range [0, {1 + self.nodes}]")
+
+    def save(self, path):
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path) -> Genotype:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "genotype.json"
+        if not path.is_file():
+            raise GenotypeError(f"{path}: no such genotype file")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise GenotypeError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(d, str(path))
+
+    def __str__(self):
+        lines = []
+        for t in CELL_TYPES:
+            k = len(self.cells[t]) // self.nodes
+            nodes = [
+                " + ".join(f"{op}({j})" for op, j in self.cells[t][n * k : (n + 1) * k]) for n in range(self.nodes)
+            ]
+            lines.append(f"{t:7s}: " + " | ".join(nodes))
+        return "\n".join(lines)
+
+
+def _ranked(values: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Indices of ``values`` from largest to smallest; exact ties in random order if a generator is given."""
+    if generator is None:
+        return torch.argsort(values, descending=True, stable=True)
+    perm = torch.randperm(values.numel(), generator=generator)
+    return perm[torch.argsort(values[perm], descending=True, stable=True)]
+
+
+def discrete_mask(
+    space: Space, cell_type: str, weights: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Binary [E, O] mask of the DARTS rule: k best edges per node, best non-`none` op per kept edge."""
+    w = weights.detach().float().cpu()
+    ops = space.ops[cell_type]
+    allowed = torch.tensor([op != "none" for op in ops])
+    masked = w.masked_fill(~allowed, float("-inf"))
+    mask = torch.zeros_like(w)
+    for node in range(space.nodes):
+        edges = list(space.node_edges(node))
+        best_op = [int(_ranked(masked[e], generator)[0]) for e in edges]
+        scores = torch.stack([masked[e, o] for e, o in zip(edges, best_op)])
+        for i in _ranked(scores, generator)[: space.edges_per_node].tolist():
+            mask[edges[i], best_op[i]] = 1.0
+    return mask.to(weights.device)
+
+
+def genotype_from_masks(space: Space, masks: dict) -> Genotype:
+    cells = {}
+    for t in CELL_TYPES:
+        edges = []
+        for node in range(space.nodes):
+            for e in space.node_edges(node):
+                for o in torch.nonzero(masks[t][e]).flatten().tolist():
+                    edges.append((space.ops[t][o], e - space.node_edges(node).start))
+        cells[t] = edges
+    concat = {t: list(range(2, 2 + space.nodes)) for t in CELL_TYPES}
+    return Genotype(space.name, space.nodes, cells, concat)
+
+
+def derive_genotype(space: Space, weights: dict, generator: torch.Generator | None = None) -> Genotype:
+    """The DARTS rule applied to per-cell-type [E, O] weights (softmax(alpha) for DARTS)."""
+    return genotype_from_masks(space, {t: discrete_mask(space, t, weights[t], generator) for t in CELL_TYPES})

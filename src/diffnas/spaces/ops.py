@@ -1,0 +1,125 @@
+"""Candidate operations of the CNN cell spaces, one constructor per name.
+
+Every constructor takes ``(C, stride, affine)`` and returns a module mapping
+``[N, C, H, W]`` to ``[N, C, H / stride, W / stride]``. The same constructors build
+the search supernet (``affine=False``, as in DARTS) and the derived network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in, c_out, kernel, stride, padding, affine=True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+
+class DilConv(nn.Sequential):
+    """ReLU, depthwise k x k (dilated), pointwise 1x1, BN."""
+
+    def __init__(self, c_in, c_out, kernel, stride, padding, dilation, affine=True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two stacked DilConv blocks with dilation 1 (the DARTS separable conv)."""
+
+    def __init__(self, c_in, c_out, kernel, stride, padding, affine=True):
+        super().__init__(
+            DilConv(c_in, c_in, kernel, stride, padding, 1, affine),
+            DilConv(c_in, c_out, kernel, 1, padding, 1, affine),
+        )
+
+
+class Conv1xKKx1(nn.Sequential):
+    """ReLU, 1 x k then k x 1 conv, BN (NASP's conv_3x1_1x3)."""
+
+    def __init__(self, C, k, stride, affine=True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, (1, k), (1, stride), (0, k // 2), bias=False),
+            nn.Conv2d(C, C, (k, 1), (stride, 1), (k // 2, 0), bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+
+class Zero(nn.Module):
+    """The `none` op. Supernets never call it (its output is zero); kept for completeness."""
+
+    def __init__(self, stride):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class FactorizedReduce(nn.Module):
+    """Halves the resolution with two offset 1x1 stride-2 convs, concatenated."""
+
+    def __init__(self, c_in, c_out, affine=True):
+        super().__init__()
+        if c_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even channel count, got {c_out}")
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, 2, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, 2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+
+    def forward(self, x):
+        x = F.relu(x)
+        # pad odd sizes so both branches agree in shape
+        if x.shape[-1] % 2 or x.shape[-2] % 2:
+            x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+
+
+def _pool(kind: str, k: int):
+    def make(C, stride, affine):
+        pool = (
+            nn.MaxPool2d(k, stride, k // 2)
+            if kind == "max"
+            else nn.AvgPool2d(k, stride, k // 2, count_include_pad=False)
+        )
+        # DARTS follows search-time pooling with a non-affine BN to match conv scales
+        return pool if affine else nn.Sequential(pool, nn.BatchNorm2d(C, affine=False))
+
+    return make
+
+
+def _skip(C, stride, affine):
+    return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine)
+
+
+OPS: dict[str, Callable[[int, int, bool], nn.Module]] = {
+    "none": lambda C, stride, affine: Zero(stride),
+    "max_pool_3x3": _pool("max", 3),
+    "max_pool_5x5": _pool("max", 5),
+    "max_pool_7x7": _pool("max", 7),
+    "avg_pool_3x3": _pool("avg", 3),
+    "skip_connect": _skip,
+    "sep_conv_3x3": lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine),
+    "sep_conv_5x5": lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine),
+    "sep_conv_7x7": lambda C, stride, affine: SepConv(C, C, 7, stride, 3, affine),
+    "dil_conv_3x3": lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine),
+    "dil_conv_5x5": lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine),
+    "conv_1x1": lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine),
+    "conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine),
+    "conv_3x1_1x3": lambda C, stride, affine: Conv1xKKx1(C, 3, stride, affine),
+}
+
+# ops that are the identity at stride 1: drop path never drops them
+IDENTITY_OPS = frozenset({"skip_connect"})

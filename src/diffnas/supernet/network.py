@@ -1,0 +1,119 @@
+"""The one-shot network: every edge holds every candidate op; a relaxation says how to mix them."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..relax.base import Mixing, Relaxation
+from ..spaces.network import CellSpec, cell_plan, make_preprocess, make_stem
+from ..spaces.ops import OPS
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class MixedEdge(nn.Module):
+    """All candidate ops of one edge. With ``partial_channels`` K > 1 (PC-DARTS), only the
+    first C/K channels go through the ops; the rest bypass them (max-pooled on a
+    reduction edge) and the result is channel-shuffled."""
+
+    def __init__(self, op_names, C: int, stride: int, partial_channels: int = 1):
+        super().__init__()
+        if C % partial_channels:
+            raise ValueError(f"channels {C} not divisible by partial_channels {partial_channels}")
+        self.k = partial_channels
+        self.stride = stride
+        c_ops = C // partial_channels
+        # `none` gets no module: it is never computed
+        self.ops = nn.ModuleList(
+            nn.Identity() if name == "none" else OPS[name](c_ops, stride, False) for name in op_names
+        )
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, active) -> torch.Tensor:
+        if self.k == 1:
+            return self._mix(x, weights, active)
+        c_ops = x.shape[1] // self.k
+        x_ops, x_bypass = x[:, :c_ops], x[:, c_ops:]
+        if self.stride == 2:
+            x_bypass = F.max_pool2d(x_bypass, 2, 2, ceil_mode=True)
+        return channel_shuffle(torch.cat([self._mix(x_ops, weights, active), x_bypass], dim=1), self.k)
+
+    def _mix(self, x, weights, active):
+        if not active:  # nothing selected on this edge: contributes zero
+            h, w = -(-x.shape[2] // self.stride), -(-x.shape[3] // self.stride)
+            return x.new_zeros(x.shape[0], x.shape[1], h, w)
+        out = None
+        for o in active:
+            y = weights[o] * self.ops[o](x)
+            out = y if out is None else out + y
+        return out
+
+
+class SearchCell(nn.Module):
+    def __init__(self, spec: CellSpec, relax: Relaxation):
+        super().__init__()
+        space = relax.space
+        self.index = spec.index
+        self.cell_type = "reduce" if spec.reduction else "normal"
+        self.nodes = space.nodes
+        self.pre0, self.pre1 = make_preprocess(spec, affine=False)
+        self.inputs = [j for _, j in space.edge_inputs()]
+        self.edges = nn.ModuleList(
+            MixedEdge(space.ops[self.cell_type], spec.c, 2 if spec.reduction and j < 2 else 1, relax.partial_channels)
+            for j in self.inputs
+        )
+        self.node_norms = (
+            nn.ModuleList(nn.BatchNorm2d(spec.c, affine=False) for _ in range(space.nodes)) if relax.node_norm else None
+        )
+
+    def forward(self, s0, s1, mix: Mixing):
+        states = [self.pre0(s0), self.pre1(s1)]
+        e = 0
+        for node in range(self.nodes):
+            total = 0
+            for _ in range(2 + node):
+                h = self.edges[e](states[self.inputs[e]], mix.weights[e], mix.active[e])
+                if mix.edge_weights is not None:
+                    h = mix.edge_weights[e] * h
+                total = total + h
+                e += 1
+            if self.node_norms is not None:
+                total = self.node_norms[node](total)
+            states.append(total)
+        return torch.cat(states[2:], dim=1)
+
+
+class Supernet(nn.Module):
+    def __init__(
+        self,
+        relax: Relaxation,
+        channels: int,
+        layers: int,
+        num_classes: int,
+        in_channels: int = 3,
+        stem_multiplier: int = 3,
+    ):
+        super().__init__()
+        self.relax = relax
+        nodes = relax.space.nodes
+        self.plan = cell_plan(layers, channels, stem_multiplier, lambda s: nodes)
+        self.stem = make_stem(in_channels, stem_multiplier * channels)
+        self.cells = nn.ModuleList(SearchCell(s, relax) for s in self.plan)
+        self.classifier = nn.Linear(self.plan[-1].c * nodes, num_classes)
+
+    def forward(self, x):
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, self.relax.mixing(cell.cell_type, cell.index))
+        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.relax.parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return self.relax.arch_parameters()
