@@ -34,3 +34,36 @@ class FixedBatches:
 
     def next(self):
         return self.b
+
+
+def write_fake_idx(root, n_train=96, n_test=32, size=8, classes=3, seed=0, corrupt=False):
+    """A tiny, learnable Fashion-MNIST look-alike in IDX .gz files: class k is brightest in stripe k."""
+    import gzip
+    import struct
+    from pathlib import Path
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def images(n):
+        y = rng.integers(0, classes, n).astype(np.uint8)
+        x = rng.integers(0, 100, (n, size, size)).astype(np.uint8)
+        stripe = size // classes
+        for i, k in enumerate(y):
+            x[i, k * stripe : (k + 1) * stripe] += 150
+        return x, y
+
+    def idx(arr):
+        return struct.pack(">I", 0x0800 + arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x, y = images(n)
+        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx(x)))
+        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(y)))
+    if corrupt:
+        path = root / "train-images-idx3-ubyte.gz"
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    return root

@@ -106,8 +106,18 @@ def merge(base: dict, update: dict, allow_new: bool = False, where: str = "") ->
         if isinstance(out.get(k), dict) and isinstance(v, dict) and path != "reg":
             out[k] = merge(out[k], v, allow_new, path + ".")
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = _like(out.get(k), copy.deepcopy(v), path)
     return out
+
+
+def _like(default, value, path: str):
+    """Coerce a string to the default's number type: YAML 1.1 reads ``3e-4`` as a string."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or not isinstance(value, str):
+        return value
+    try:
+        return float(value) if isinstance(default, float) or not value.lstrip("-").isdigit() else int(value)
+    except ValueError:
+        raise ConfigError(f"{path} must be a number, got '{value}'") from None
 
 
 def parse_set(items) -> dict:
