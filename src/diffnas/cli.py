@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from . import api
 from .config import PRESETS, parse_set
 from .errors import DiffnasError
@@ -29,6 +31,22 @@ def _add_common(p: argparse.ArgumentParser, scale: str | None):
             p.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag, help=f"{scale}.{flag}")
 
 
+def _add_parts(p: argparse.ArgumentParser):
+    """The parts a search combines, swappable under any method."""
+    p.add_argument("--schedule", help="when architecture steps happen: alternate | every:K | ... (search.schedule)")
+    p.add_argument("--relaxation", help="edge relaxation replacing the method's own (search.relaxation)")
+    p.add_argument("--reg", action="append", default=[], metavar="NAME[=WEIGHT]", help="add a regularizer (repeatable)")
+
+
+def _parts(args) -> tuple[dict, dict]:
+    search = {k: getattr(args, k) for k in ("schedule", "relaxation") if getattr(args, k, None)}
+    reg = {}
+    for item in getattr(args, "reg", None) or []:
+        name, has_value, value = item.partition("=")
+        reg[name.strip()] = yaml.safe_load(value) if has_value else True
+    return search, reg
+
+
 def _overrides(args, scale: str | None) -> dict:
     top = {k: getattr(args, k, None) for k in ("dataset", "data_dir", "subset", "image_size", "seed", "device")}
     out: dict = {k: v for k, v in top.items() if v is not None}
@@ -41,6 +59,11 @@ def _overrides(args, scale: str | None) -> dict:
             section["nodes"] = args.nodes
         if section:
             out[scale] = section
+    search_parts, reg = _parts(args)
+    if search_parts:
+        out.setdefault("search", {}).update(search_parts)
+    if reg:
+        out["reg"] = reg
     sets = parse_set(args.set)
     for k, v in sets.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
@@ -61,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, help="intermediate nodes per cell")
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed search")
+    _add_parts(p)
     _add_common(p, "search")
 
     p = sub.add_parser("train", help="retrain a genotype from scratch and report its test accuracy")
@@ -74,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space")
     p.add_argument("--out", help="run directory (search/ and train/ inside)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
+    _add_parts(p)
     _add_common(p, None)
 
     p = sub.add_parser("show", help="print a genotype and draw its cells (and the architecture weights of a run)")

@@ -103,8 +103,9 @@ def merge(base: dict, update: dict, allow_new: bool = False, where: str = "") ->
         path = f"{where}{k}"
         if k not in out and not allow_new:
             raise ConfigError(f"unknown config key '{path}'")
-        if isinstance(out.get(k), dict) and isinstance(v, dict) and path != "reg":
-            out[k] = merge(out[k], v, allow_new, path + ".")
+        if isinstance(out.get(k), dict) and isinstance(v, dict):
+            # regularizers are open-ended: a layer adds to the method's (weight 0 or false removes one)
+            out[k] = merge(out[k], v, allow_new or path == "reg", path + ".")
         else:
             out[k] = _like(out.get(k), copy.deepcopy(v), path)
     return out

@@ -1,12 +1,16 @@
-"""Search methods by name. A new method is a ``SearchMethod`` subclass listed here."""
+"""Search methods by name: every ``SearchMethod`` subclass with a ``name`` in a module of this package."""
 
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..registry import import_submodules, named_subclasses
 from .base import SearchMethod
-from .darts import DARTS, DARTS2
 
-METHODS: dict[str, type[SearchMethod]] = {cls.name: cls for cls in (DARTS, DARTS2)}
+import_submodules(__name__)
+# DARTS first, then the rest by name: the order `diffnas methods` lists them
+METHODS: dict[str, type[SearchMethod]] = dict(
+    sorted(named_subclasses(SearchMethod).items(), key=lambda kv: (not kv[0].startswith("darts"), kv[0]))
+)
 
 
 def get_method(name: str) -> type[SearchMethod]:

@@ -2,7 +2,8 @@
 
 Configured as ``reg: {name: weight or options}``; ``build_regularizers`` makes one
 object per entry. Each adds ``penalty(method)`` to the architecture loss and may
-update its own state in ``after_arch_step(method)`` (ADMM does).
+update its own state in ``after_arch_step(method)`` (ADMM does). A regularizer is a
+module of this package whose class is decorated with ``@register``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from ..registry import import_submodules
 
 
 class Regularizer:
@@ -45,7 +47,10 @@ def build_regularizers(reg_cfg: dict, space) -> list[Regularizer]:
     for name, options in (reg_cfg or {}).items():
         if name not in REGULARIZERS:
             raise ConfigError(f"unknown regularizer '{name}'; choose from {', '.join(REGULARIZERS) or 'none yet'}")
-        if options is None or options is False:
+        if options is None or options is False or options == 0:
             continue
         out.append(REGULARIZERS[name](options, space))
     return out
+
+
+import_submodules(__name__)

@@ -1,13 +1,16 @@
-"""Edge relaxations by name; a method names its own, ``search.relaxation`` swaps it."""
+"""Edge relaxations by name: every ``Relaxation`` subclass with a ``name`` in a module of this package.
+
+A method names its own; ``search.relaxation`` swaps it.
+"""
 
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..registry import import_submodules, named_subclasses
 from .base import Mixing, Relaxation, SoftmaxRelaxation
 
-RELAXATIONS: dict = {
-    "softmax": SoftmaxRelaxation,
-}
+import_submodules(__name__)
+RELAXATIONS: dict = named_subclasses(Relaxation)
 
 
 def build_relaxation(name: str, space, cfg=None) -> Relaxation:

@@ -82,3 +82,5 @@ class Relaxation(nn.Module):
 
 class SoftmaxRelaxation(Relaxation):
     """DARTS: softmax(alpha) over each edge's ops."""
+
+    name = "softmax"
