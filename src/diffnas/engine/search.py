@@ -88,6 +88,7 @@ class SearchJob:
             "ops": {t: list(self.space.ops[t]) for t in CELL_TYPES},
             "arch_weights": {t: w for t, w in m.relax.genotype_weights().items()},
             "alphas": {t: a.detach() for t, a in m.relax.alphas.items()},
+            **m.epoch_record(),
         }
 
     def state_dict(self) -> dict:

@@ -64,6 +64,10 @@ class SearchMethod:
     def epoch_end(self) -> None:
         self.w_lr_schedule.step()
 
+    def epoch_record(self) -> dict:
+        """Per-epoch facts the engine adds to metrics.jsonl (e.g. IDARTS's backtracked edges)."""
+        return {}
+
     def step(self, batch, val_batches) -> dict:
         """One training step; ``val_batches.next()`` gives a val batch when an architecture step needs one."""
         raise NotImplementedError
