@@ -1,0 +1,310 @@
+"""DARTS-CD (coordinate descent over edges), max-alpha and the warm-up sign inversion."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import FixedBatches, batch, tiny_method, write_fake_idx
+
+import diffnas
+from diffnas.relax.coordinate import CoordinateRelaxation
+from diffnas.spaces import get_space
+from diffnas.spaces.network import DerivedNetwork
+from diffnas.spaces.space import CELL_TYPES
+
+
+def params(m):
+    return {n: p.detach().clone() for n, p in m.net.named_parameters()}
+
+
+def relaxed_now(m):
+    return {c.index: list(m.relax.relaxed_edges(c.cell_type, c.index)) for c in m.net.cells}
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_step_moves_only_the_relaxed_edges_alphas_and_op_weights(shared):
+    m = tiny_method("darts-cd", search={"warmup_epochs": 0, "cd_train_shared": shared})
+    assert m.cfg.search.a_wd == 0.0
+    m.epoch_start(0, 10)
+    val = FixedBatches(batch(seed=1))
+    m.step(batch(), val)  # SGD momentum and Adam moments now exist for the first sample's edges
+    first = relaxed_now(m)
+    before = params(m)
+    m.step(batch(seed=2), val)
+    relaxed = relaxed_now(m)
+    assert relaxed != first  # so leaking momentum of the first sample would show
+    rows = {t: set() for t in CELL_TYPES}
+    for c in m.net.cells:
+        rows[c.cell_type].update(relaxed[c.index])
+    moved_edges = set()
+    for name, p in m.net.named_parameters():
+        changed = not torch.equal(before[name], p.detach())
+        parts = name.split(".")
+        if name.startswith("relax.alphas."):
+            t = parts[-1]
+            for e in range(m.space.num_edges):
+                assert torch.equal(before[name][e], p.detach()[e]) == (e not in rows[t]), (t, e)
+        elif parts[0] == "cells" and parts[2] == "edges":
+            cell, edge = int(parts[1]), int(parts[3])
+            if edge in relaxed[cell]:
+                assert changed, name  # every op of the relaxed edge is trained
+                moved_edges.add((cell, edge))
+            else:
+                assert not changed, name  # max-alpha ops of the other edges: bitwise unchanged
+        else:  # stem, preprocessing, classifier
+            assert changed == shared, name
+    assert moved_edges == {(c, e) for c, es in relaxed.items() for e in es}
+
+
+def test_weight_grads_are_computed_only_for_the_relaxed_edges():
+    m = tiny_method("darts-cd", search={"warmup_epochs": 0, "cd_train_shared": False})
+    m.epoch_start(0, 10)
+    m.relax.step_start()
+    m.weight_step(batch())
+    relaxed = relaxed_now(m)
+    for c in m.net.cells:
+        for e, edge in enumerate(c.edges):
+            for p in edge.parameters():
+                assert (p.grad is not None) == (e in relaxed[c.index])
+    assert all(p.grad is None for p in m.net.stem.parameters())
+
+
+def test_sampling_is_uniform_per_cell_and_reproducible():
+    space = get_space("darts")
+    r = CoordinateRelaxation(space, seed=3)
+    draws = []
+    for _ in range(1400):
+        r.step_start()
+        draws.append([r.relaxed_edges("normal", i)[0] for i in range(3)])
+    counts = torch.bincount(torch.tensor([d[0] for d in draws]), minlength=14)
+    assert counts.min() >= 60 and counts.max() <= 140  # 100 expected, sd ~ 9.6
+    # Algorithm 1: every cell draws its own edge
+    assert sum(d[0] != d[1] for d in draws) > 0.85 * len(draws)
+    # a pure function of (seed, step counter): a restored counter replays the draws
+    r2 = CoordinateRelaxation(space, seed=3)
+    state = {k: v.clone() for k, v in r.state_dict().items()}
+    state["steps"] = torch.tensor(700)
+    r2.load_state_dict(state)
+    replay = []
+    for _ in range(700):
+        r2.step_start()
+        replay.append([r2.relaxed_edges("normal", i)[0] for i in range(3)])
+    assert replay == draws[700:]
+    r3 = CoordinateRelaxation(space, seed=4)
+    other = []
+    for _ in range(20):
+        r3.step_start()
+        other.append([r3.relaxed_edges("normal", i)[0] for i in range(3)])
+    assert other != draws[:20]  # another seed, other draws
+
+
+def test_per_cell_type_sampling_and_m_edges_mixing():
+    space = get_space("darts")
+    r = CoordinateRelaxation(space, seed=0, edges=3, sample="cell_type")
+    differ = 0
+    for _ in range(50):
+        r.step_start()
+        e0 = r.relaxed_edges("normal", 0)
+        assert len(set(e0)) == 3 and e0 == r.relaxed_edges("normal", 5)
+        differ += e0 != r.relaxed_edges("reduce", 2)
+    assert differ > 40
+    with torch.no_grad():
+        r.alphas["normal"].copy_(torch.randn(14, 8))
+    mix = r.mixing("normal", 0)
+    top = r.alphas["normal"].argmax(1)
+    soft = F.softmax(r.alphas["normal"], -1)
+    for e in range(14):
+        if e in e0:
+            assert torch.equal(mix.weights[e], soft[e]) and mix.active[e] == list(range(1, 8))
+        else:
+            assert torch.equal(mix.weights[e], F.one_hot(top[e], 8).float())
+            assert mix.active[e] == ([] if top[e] == 0 else [int(top[e])])
+    # the gradient reaches only the relaxed rows
+    (mix.weights * torch.randn(14, 8)).sum().backward()
+    g = r.alphas["normal"].grad
+    assert all((g[e].abs().sum() > 0) == (e in e0) for e in range(14))
+    # eval mode: no edge relaxed
+    r.eval()
+    assert all(len(a) <= 1 for a in r.mixing("normal", 0).active)
+    with pytest.raises(diffnas.errors.ConfigError):
+        CoordinateRelaxation(space, edges=15)
+
+
+def count_op_calls(m):
+    calls = {"n": 0}
+
+    def hook(*_):
+        calls["n"] += 1
+
+    for c in m.net.cells:
+        for edge in c.edges:
+            for name, op in zip(m.space.ops[c.cell_type], edge.ops):
+                if name != "none":
+                    op.register_forward_hook(hook)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["darts-cd", "max-alpha"])
+def test_single_path_edges_run_one_op_only(method):
+    m = tiny_method(method)
+    calls = count_op_calls(m)
+    m.relax.step_start()
+    m.net(batch()[0])
+    expected = 0
+    for c in m.net.cells:
+        top = m.relax.max_alpha_ops(c.cell_type).tolist()
+        relaxed = m.relax.relaxed_edges(c.cell_type, c.index)
+        for e in range(m.space.num_edges):
+            expected += 7 if e in relaxed else int(top[e] != 0)
+    assert calls["n"] == expected
+    assert expected <= len(m.net.cells) * (m.space.num_edges + 6)  # DARTS runs 7 ops on each of the 14 edges
+
+
+def test_warmup_flips_signs_at_epoch_boundaries_then_stops():
+    m = tiny_method("darts-cd", search={"warmup_epochs": 3})
+    val = FixedBatches(batch(seed=1))
+    for epoch in range(6):
+        alphas = [a.detach().clone() for a in m.arch]
+        moments = [m.a_opt.state[a]["exp_avg"].clone() if a in m.a_opt.state else None for a in m.arch]
+        m.epoch_start(epoch, 2)
+        flip = 1 <= epoch <= 3
+        for a0, a, m0 in zip(alphas, m.arch, moments):
+            assert torch.equal(a.detach(), -a0 if flip else a0)
+            if m0 is not None:
+                assert torch.equal(m.a_opt.state[a]["exp_avg"], -m0 if flip else m0)
+        assert m.relax.sign.item() == (-1) ** min(epoch, 3)
+        assert m.a_opt.param_groups[0]["weight_decay"] == (1e-3 if epoch < 3 else 0.0)
+        before = {t: m.relax.alphas[t].detach().clone() for t in CELL_TYPES}
+        rec = m.step(batch(), val)
+        assert rec["alpha_sign"] == (-1) ** min(epoch, 3)
+        assert rec["max_alpha"] == {t: before[t].argmax(1).tolist() for t in CELL_TYPES}
+        rows = {t: set() for t in CELL_TYPES}
+        for c in m.net.cells:
+            rows[c.cell_type].update(m.relax.relaxed_edges(c.cell_type, c.index))
+        others = [e for e in range(14) if e not in rows["normal"]]
+        drift = (m.relax.alphas["normal"].detach()[others] - before["normal"][others]).abs().max()
+        # in the warm-up the weight decay moves every alpha; after it the unselected rows stay put
+        assert (drift > 0) == (epoch < 3)
+        rec = m.step(batch(seed=3), val)
+        assert "alpha_sign" not in rec  # the per-epoch snapshot is logged once, on the epoch's first step
+        m.epoch_end()
+
+
+def hand_made_alphas(space, seed=0):
+    """Per node two kept edges with a random op as their max; `none` is the max elsewhere.
+
+    Pooling is left out: the search network follows it with a non-affine BN (DARTS), the
+    derived network does not.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out, kept = {}, {}
+    for t in CELL_TYPES:
+        a = torch.zeros(space.num_edges, len(space.ops[t]))
+        kept[t] = []
+        for node in range(space.nodes):
+            edges = list(space.node_edges(node))
+            choices = [o for o, name in enumerate(space.ops[t]) if name != "none" and "pool" not in name]
+            for i in sorted(torch.randperm(len(edges), generator=g)[:2].tolist()):
+                op = choices[int(torch.randint(len(choices), (1,), generator=g))]
+                a[edges[i], op] = 1.0
+                kept[t].append((space.ops[t][op], i))
+            for e in edges:
+                if a[e].max() == 0:
+                    a[e, 0] = 1.0  # `none`
+        out[t] = a
+    return out, kept
+
+
+def copy_into_derived(m, derived, genotype):
+    derived.stem.load_state_dict(m.net.stem.state_dict())
+    derived.classifier.load_state_dict(m.net.classifier.state_dict())
+    for cs, cd in zip(m.net.cells, derived.cells):
+        for src, dst in ((cs.pre0, cd.pre0), (cs.pre1, cd.pre1)):
+            missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
+            assert not unexpected and all(k.endswith(("weight", "bias")) for k in missing)
+        space = m.space
+        k = 0
+        for node in range(space.nodes):
+            for e in space.node_edges(node):
+                o = int(m.relax.alphas[cs.cell_type][e].argmax())
+                if o == 0:
+                    continue
+                missing, unexpected = cd.ops[k].load_state_dict(cs.edges[e].ops[o].state_dict(), strict=False)
+                assert not unexpected
+                k += 1
+        assert k == len(cd.ops)
+
+
+def test_max_alpha_forward_equals_the_derived_network_with_the_same_weights():
+    m = tiny_method("max-alpha")
+    alphas, kept = hand_made_alphas(m.space)
+    with torch.no_grad():
+        for t in CELL_TYPES:
+            m.relax.alphas[t].copy_(alphas[t])
+    genotype = m.genotype()
+    assert all(genotype.cells[t] == kept[t] for t in CELL_TYPES)  # the DARTS rule keeps the hand-made edges
+    s = m.cfg.search
+    derived = DerivedNetwork(genotype, s.channels, s.layers, num_classes=3, in_channels=1)
+    copy_into_derived(m, derived, genotype)
+    x = batch()[0]
+    for train in (True, False):
+        m.net.train(train)
+        derived.train(train)
+        assert torch.allclose(m.net(x), derived(x), atol=1e-6)
+    # the test can fail: switching one kept edge's max-alpha op in the supernet changes the output
+    with torch.no_grad():
+        a = m.relax.alphas["normal"]
+        e = int((a.argmax(1) != 0).nonzero()[0])
+        o = int(a[e].argmax())
+        a[e] = 0.0
+        a[e, 3 + (o - 2) % 5] = 1.0  # another op of skip/sep/dil
+    assert not torch.allclose(m.net(x), derived(x), atol=1e-4)
+
+
+def test_max_alpha_alphas_learn_through_the_straight_through_one_hot():
+    m = tiny_method("max-alpha")
+    m.epoch_start(0, 10)
+    mix = m.relax.mixing("normal", 0)
+    top = m.relax.max_alpha_ops("normal")
+    assert torch.equal(mix.weights.detach(), F.one_hot(top, 8).float())  # exactly one in the forward pass
+    loss, _ = m.loss(batch())
+    g = torch.autograd.grad(loss, m.relax.alphas["normal"])[0]
+    # d softmax(alpha)_m / d alpha_j = p_m (delta_mj - p_j): the max op's entry and the others' have opposite signs
+    for e in range(14):
+        if top[e] != 0:
+            assert g[e].abs().sum() > 0
+            others = torch.cat([g[e, : top[e]], g[e, top[e] + 1 :]])
+            assert torch.all(torch.sign(others) == -torch.sign(g[e, top[e]]))
+
+
+def test_search_logs_the_relaxed_edges_and_resumes_exactly(tmp_path):
+    data = write_fake_idx(tmp_path / "data")
+    common = dict(
+        method="darts-cd",
+        data_dir=str(data),
+        progress=False,
+        search={"epochs": 3, "channels": 4, "layers": 3, "batch_size": 16, "warmup_epochs": 2},
+    )
+    full = diffnas.search(out=tmp_path / "full", **common)
+    steps = [json.loads(x) for x in Path(tmp_path / "full" / "steps.jsonl").read_text().splitlines()]
+    assert all(len(s["relaxed"]) == 3 and len(s["relaxed"][0]) == 1 for s in steps)
+    firsts = [s for s in steps if s["step"] == 0]
+    assert [s["alpha_sign"] for s in firsts] == [1, -1, 1]
+    assert all(len(s["max_alpha"]["normal"]) == 14 for s in firsts)
+    assert sum("max_alpha" in s for s in steps) == 3
+
+    def kill_after_first_epoch(epoch, record):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        diffnas.search(out=tmp_path / "killed", callbacks=[kill_after_first_epoch], **common)
+    resumed = diffnas.search(resume=tmp_path / "killed", progress=False)
+    assert resumed.genotype == full.genotype
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["job"]["method"]["net"]
+    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["job"]["method"]["net"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    resumed_steps = (tmp_path / "killed" / "steps.jsonl").read_text().splitlines()
+    assert [json.loads(x)["relaxed"] for x in resumed_steps] == [s["relaxed"] for s in steps]
