@@ -106,6 +106,7 @@ class Supernet(nn.Module):
         self.classifier = nn.Linear(self.plan[-1].c * nodes, num_classes)
 
     def forward(self, x):
+        self.input_shape = tuple(x.shape[1:])  # (C, H, W) last seen: the latency regularizer sizes its ops by it
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, self.relax.mixing(cell.cell_type, cell.index))
