@@ -35,11 +35,14 @@ def _add_parts(p: argparse.ArgumentParser):
     """The parts a search combines, swappable under any method."""
     p.add_argument("--schedule", help="when architecture steps happen: alternate | every:K | ... (search.schedule)")
     p.add_argument("--relaxation", help="edge relaxation replacing the method's own (search.relaxation)")
+    p.add_argument("--activation", choices=("softmax", "crb"), help="DARTS-PRIME's name for --relaxation softmax|crb")
     p.add_argument("--reg", action="append", default=[], metavar="NAME[=WEIGHT]", help="add a regularizer (repeatable)")
 
 
 def _parts(args) -> tuple[dict, dict]:
     search = {k: getattr(args, k) for k in ("schedule", "relaxation") if getattr(args, k, None)}
+    if getattr(args, "activation", None):
+        search.setdefault("relaxation", args.activation)
     reg = {}
     for item in getattr(args, "reg", None) or []:
         name, has_value, value = item.partition("=")

@@ -46,7 +46,8 @@ class SearchMethod:
         self.schedule = build_schedule(s.schedule, s.arch_start_epoch)
         self.regularizers = build_regularizers(cfg.reg, space)
         self.w_opt = torch.optim.SGD(self.weights, s.w_lr, momentum=s.w_momentum, weight_decay=s.w_wd)
-        self.a_opt = torch.optim.Adam(self.arch, s.a_lr, betas=tuple(s.a_betas), weight_decay=s.a_wd)
+        a_wd = s.a_wd if self.relax.arch_weight_decay is None else self.relax.arch_weight_decay
+        self.a_opt = torch.optim.Adam(self.arch, s.a_lr, betas=tuple(s.a_betas), weight_decay=a_wd)
         self.w_lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, s.epochs, eta_min=s.w_lr_min)
         self.epoch, self.epochs = 0, s.epochs
         self.step_in_epoch, self.steps_per_epoch = 0, 1
@@ -123,8 +124,11 @@ class SearchMethod:
     def weight_step(self, batch) -> dict:
         loss, logits = self.loss(batch)
         set_grads(self.weights, torch.autograd.grad(loss, self.weights, allow_unused=True))
+        self.last_grad_norm = None  # the pre-clip gradient norm (DARTS-PRIME's FIMT schedule reads it)
         if self.cfg.search.grad_clip:
-            nn.utils.clip_grad_norm_([p for p in self.weights if p.grad is not None], self.cfg.search.grad_clip)
+            self.last_grad_norm = nn.utils.clip_grad_norm_(
+                [p for p in self.weights if p.grad is not None], self.cfg.search.grad_clip
+            )
         self.w_opt.step()
         self.step_in_epoch += 1
         return {"loss": loss.item(), "acc": accuracy(logits, batch[1])}

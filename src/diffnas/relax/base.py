@@ -31,6 +31,7 @@ class Relaxation(nn.Module):
     # supernet construction hints read once when the supernet is built
     partial_channels = 1  # PC-DARTS's K: only C/K channels go through the ops
     node_norm = False  # DARTS-PRIME's CRB: non-affine BN after each node's sum
+    arch_weight_decay = None  # None: search.a_wd; DARTS-PRIME's CRB turns alpha's weight decay off (0.0)
 
     def __init__(self, space: Space, init_scale: float = 1e-3):
         super().__init__()
