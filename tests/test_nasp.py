@@ -104,7 +104,10 @@ def test_weight_step_runs_only_the_selected_ops(space):
     m = tiny_method("nasp", space=space)
     m.epoch_start(0, 10)
     calls = count_op_calls(m)
-    m.step(batch(), FixedBatches(batch(seed=1)))  # an architecture step, then a weight step
+    before = {t: m.relax.mask(t).clone() for t in ("normal", "reduce")}
+    rec = m.step(batch(), FixedBatches(batch(seed=1)))  # an architecture step, then a weight step
+    changed = sum(int((m.relax.mask(t) != before[t]).any(1).sum()) for t in before)
+    assert rec["changed_edges"] == changed
     arch_calls = Counter()
     # the architecture step computes every op once (the authors' code), the weight step only the selected ones
     selected = {

@@ -71,13 +71,16 @@ class NASP(SearchMethod):
 
     def arch_step(self, val_batch) -> dict:
         """grad_{A_bar} (L_val + regularizers) at A_bar = prox_C1(A), applied to A; then the update's prox."""
+        before = {t: self.relax.mask(t).clone() for t in self.relax.alphas}
         with self.relax.computing(self.arch_phase):
             loss, logits = self.loss(val_batch)
             total = loss + self.regularization()
             grads = torch.autograd.grad(total, self.arch, allow_unused=True)
         self.arch_step_with(grads)
         self.project()
-        return {"arch_loss": loss.item(), "arch_acc": accuracy(logits, val_batch[1])}
+        # how many (edge, op) choices of A_bar this step changed (the paper's Fig. 4: A_bar is stable)
+        changed = sum(int((self.relax.mask(t) != m).any(1).sum()) for t, m in before.items())
+        return {"arch_loss": loss.item(), "arch_acc": accuracy(logits, val_batch[1]), "changed_edges": changed}
 
     @torch.no_grad()
     def project(self) -> None:
