@@ -135,10 +135,18 @@ def test_rank_direction():
     assert m.edges_below(beta, 0) == []
 
 
-@pytest.mark.parametrize("gamma,fd", [("eq6", "elementwise"), ("plain", "elementwise"), ("eq6", "secant")])
-def test_backtracking_changes_only_low_rank_edges_by_the_formula(gamma, fd):
+@pytest.mark.parametrize(
+    "gamma,fd,grad",
+    [
+        ("eq6", "elementwise", "raw"),
+        ("plain", "elementwise", "raw"),
+        ("eq6", "secant", "raw"),
+        ("eq6", "elementwise", "step"),
+    ],
+)
+def test_backtracking_changes_only_low_rank_edges_by_the_formula(gamma, fd, grad):
     eta2 = 50.0  # large, so the correction stands far above float32 noise
-    m = idarts(idarts_eta2=eta2, idarts_gamma=gamma, idarts_fd=fd)
+    m = idarts(idarts_eta2=eta2, idarts_gamma=gamma, idarts_fd=fd, idarts_grad=grad)
     with torch.no_grad():  # hand-made alphas of order 1, so the alpha^t factor of `plain` is not tiny
         for t in CELL_TYPES:
             m.relax.alphas[t].copy_(torch.randn(m.relax.alphas[t].shape, generator=torch.Generator().manual_seed(7)))
@@ -165,7 +173,8 @@ def test_backtracking_changes_only_low_rank_edges_by_the_formula(gamma, fd):
         else:
             dbda = d_b * d_a / (d_a**2).sum(1, keepdim=True)
             assert torch.allclose((dbda * d_a).sum(1, keepdim=True), d_b, rtol=1e-4, atol=1e-12)
-        gamma_t = (g_beta[t][:, None] / a_t[t]) * dbda if gamma == "eq6" else g_beta[t][:, None] * dbda
+        g = g_beta[t] if grad == "raw" else (b_t[t] - b1) / m.cfg.search.a_lr
+        gamma_t = (g[:, None] / a_t[t]) * dbda if gamma == "eq6" else g[:, None] * dbda
         expected = a1 + eta * gamma_t * a_t[t]  # eq. (12): alpha^{t+1} + eta1 eta2 gamma (.) alpha^t
         got = m.relax.alphas[t].detach()
         others = [e for e in range(14) if e not in edges]
@@ -193,6 +202,9 @@ def test_bad_choice_is_a_config_error():
         idarts(idarts_rank="middle")
     with pytest.raises(ConfigError):
         tiny_method("idarts", search={"relaxation": "softmax"})
+    with pytest.raises(ConfigError):
+        tiny_method("pc-darts", search={"pc_k": 3})  # 4 channels are not divisible by 3
+    assert all(e.k == 2 for c in tiny_method("pc-darts", search={"pc_k": 2}).net.cells for e in c.edges)
 
 
 def test_search_logs_backtracked_edges_per_epoch(tmp_path):

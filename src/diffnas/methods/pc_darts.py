@@ -45,6 +45,7 @@ IDARTS_DEFAULTS = {
         "idarts_lambda": 0.015,  # growth of the threshold zeta (eq. 14)
         "idarts_zeta": "growing",  # growing: floor((K - T) lambda L) at epoch K | printed: floor((S - T) lambda L)
         "idarts_rank": "smallest",  # which edges rank below zeta: smallest |beta| first | largest
+        "idarts_grad": "raw",  # dG/dbeta: raw = the autograd gradient | step = (beta^t - beta^{t+1}) / eta1
         "idarts_gamma": "eq6",  # eq6: g_hat = dG/dbeta / alpha^t (the alpha^t cancels) | plain: g_hat = dG/dbeta
         "idarts_fd": "elementwise",  # dbeta_l/dalpha_lm: elementwise ratio | secant: dbeta dalpha / ||dalpha||^2
         "idarts_fd_eps": 1e-8,  # |dalpha| (or ||dalpha_l||) at or below this gives a zero derivative
@@ -77,6 +78,7 @@ class IDARTS(PCDARTS):
     CHOICES = {
         "idarts_zeta": ("growing", "printed"),
         "idarts_rank": ("smallest", "largest"),
+        "idarts_grad": ("raw", "step"),
         "idarts_gamma": ("eq6", "plain"),
         "idarts_fd": ("elementwise", "secant"),
     }
@@ -124,7 +126,10 @@ class IDARTS(PCDARTS):
             sq = (d_alpha * d_alpha).sum(1, keepdim=True)
             ok = sq > eps * eps
             dbeta_dalpha = torch.where(ok, d_beta * d_alpha / torch.where(ok, sq, torch.ones_like(sq)), 0.0)
-        g = torch.zeros_like(beta_t) if g_beta is None else g_beta
+        if s.idarts_grad == "step":  # the gradient plain gradient descent would have taken (eq. 12's premise)
+            g = (beta_t - beta_t1) / self.a_opt.param_groups[0]["lr"]
+        else:
+            g = torch.zeros_like(beta_t) if g_beta is None else g_beta
         # eq6: gamma = (g / alpha^t) * dbeta/dalpha, so gamma (.) alpha^t = g * dbeta/dalpha (no division by alpha)
         correction = g[:, None] * dbeta_dalpha
         if s.idarts_gamma == "plain":

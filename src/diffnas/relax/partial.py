@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..spaces.space import CELL_TYPES, Space
 from .base import Mixing, Relaxation
 
@@ -38,6 +39,8 @@ class PartialChannelRelaxation(Relaxation):
         k = 4
         if cfg is not None:
             k = cfg.search.get("pc_k", 4)
+            if not isinstance(k, int) or k < 1 or cfg.search.channels % k:
+                raise ConfigError(f"search.pc_k must be a positive integer dividing search.channels, got {k!r}")
         return cls(space, k=k)
 
     def edge_weights(self, cell_type: str) -> torch.Tensor:

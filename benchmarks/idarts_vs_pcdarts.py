@@ -1,0 +1,155 @@
+"""IDARTS against PC-DARTS on Fashion-MNIST at the proxy scale, 3 seeds each.
+
+Proxy scale: 2000 training images at 16x16; search 4 epochs, C=8, 5 cells, batch 64;
+retraining 4 epochs, C=16, 6 cells. The paper's epoch settings are scaled from 50 to
+4 epochs: architecture frozen for the first 15/50 -> 1 epoch, backtracking from
+T = 25/50 -> epoch 2, and lambda = 0.015 * 50/4 = 0.1875 so that zeta grows over the
+backtracking epochs as it does over the paper's: zeta(K) = floor((K - T) lambda L) is 0
+at epoch 2 and 2 at epoch 3 (the paper's schedule gives 2 at epoch 37.5 of 50).
+Everything else is each method's paper default (w_lr 0.1, a_lr 6e-4, ...).
+
+Each run is one ``python -m diffnas run`` under the shared heavy-job lock; methods are
+alternated seed by seed. Arms: ``pc-darts``, ``idarts`` (the defaults of
+docs/methods/idarts.md) and, with ``--arms``, ``idarts-step`` (idarts_grad=step).
+
+    python benchmarks/idarts_vs_pcdarts.py            # takes the lock per run itself
+
+writes benchmarks/results/idarts_vs_pcdarts.json (runs under runs/idarts_vs_pcdarts/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCK = "/tmp/diffnas-heavy.lock"
+PROXY = [
+    "--subset", "2000", "--image-size", "16",
+    "--set", "search.epochs=4", "--set", "search.channels=8", "--set", "search.layers=5",
+    "--set", "search.batch_size=64",
+    "--set", "train.epochs=4", "--set", "train.channels=16", "--set", "train.layers=6",
+]  # fmt: skip
+SCALED = ["--set", "search.arch_start_epoch=1"]
+IDARTS_SCALED = ["--set", "search.idarts_start_epoch=2", "--set", "search.idarts_lambda=0.1875"]
+ARMS = {
+    "pc-darts": ["--method", "pc-darts", *SCALED],
+    "idarts": ["--method", "idarts", *SCALED, *IDARTS_SCALED],
+    "idarts-step": ["--method", "idarts", *SCALED, *IDARTS_SCALED, "--set", "search.idarts_grad=step"],
+}
+
+
+def lines(path: Path) -> list:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def one_run(arm: str, seed: int, out: Path, timeout: int) -> dict:
+    cmd = [sys.executable, "-m", "diffnas", "run", *ARMS[arm], *PROXY, "--seed", str(seed)]
+    cmd += ["--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    t0 = time.time()
+    proc = subprocess.run(
+        ["flock", LOCK, "timeout", str(timeout), *cmd], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if proc.returncode:
+        raise SystemExit(f"{arm} seed {seed} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    summary = json.loads((out / "search" / "summary.json").read_text())
+    result = json.loads((out / "train" / "result.json").read_text())
+    metrics = lines(out / "search" / "metrics.jsonl")
+    backtracks = [{t: sum(r.get("backtrack_counts", {}).get(t, [])) for t in ("normal", "reduce")} for r in metrics]
+    return {
+        "arm": arm,
+        "seed": seed,
+        "search_val_acc": summary["val_acc"],
+        "search_s": summary["seconds"],
+        "search_peak_memory_mb": summary["peak_memory_mb"],
+        "test_acc": result["test_acc"],
+        "params_m": result.get("params_m"),
+        "genotype": summary["genotype"],
+        "zeta_per_epoch": [r.get("zeta") for r in metrics],
+        "backtracks_per_epoch": backtracks,
+        "backtracked_edges_per_epoch": [r.get("backtracked_edges") for r in metrics],
+        # Figure 7: alpha of the shallowest edge (normal cell, edge 0) after every epoch
+        "alpha_edge0_normal_per_epoch": [r["alphas"]["normal"][0] for r in metrics],
+        "final_alphas": metrics[-1]["alphas"],
+        "ops": metrics[-1]["ops"],
+        "wall_s": time.time() - t0,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--arms", nargs="+", default=["pc-darts", "idarts"], choices=sorted(ARMS))
+    ap.add_argument("--timeout", type=int, default=590, help="seconds per locked run")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "idarts_vs_pcdarts.json"))
+    args = ap.parse_args()
+    out_path = Path(args.out)
+    done = []
+    if out_path.is_file():  # resume: keep finished runs with the same protocol
+        done = [r for r in json.loads(out_path.read_text()).get("runs", []) if r["arm"] in args.arms]
+    have = {(r["arm"], r["seed"]) for r in done}
+    runs = list(done)
+    for seed in args.seeds:
+        arms = args.arms if seed % 2 == 0 else args.arms[::-1]
+        for arm in arms:
+            if (arm, seed) in have:
+                continue
+            r = one_run(arm, seed, ROOT / "runs" / "idarts_vs_pcdarts" / f"{arm}-s{seed}", args.timeout)
+            runs.append(r)
+            print(f"{arm} seed {seed}: search val {r['search_val_acc']:.4f} test {r['test_acc']:.4f}", flush=True)
+            write(out_path, runs, args)
+    write(out_path, runs, args)
+
+
+def write(out_path: Path, runs: list, args) -> None:
+    summary = {}
+    for arm in args.arms:
+        rs = [r for r in runs if r["arm"] == arm]
+        if not rs:
+            continue
+        summary[arm] = {
+            "seeds": [r["seed"] for r in rs],
+            "test_acc_median": statistics.median(r["test_acc"] for r in rs),
+            "test_acc": [r["test_acc"] for r in rs],
+            "search_val_acc_median": statistics.median(r["search_val_acc"] for r in rs),
+            "search_s_median": statistics.median(r["search_s"] for r in rs),
+        }
+    by = {(r["arm"], r["seed"]): r for r in runs}
+    same = {}
+    for arm in args.arms:
+        if arm == "pc-darts":
+            continue
+        same[arm] = {}
+        for seed in args.seeds:
+            a, b = by.get((arm, seed)), by.get(("pc-darts", seed))
+            if a and b:
+                diff = max(
+                    abs(x - y)
+                    for t in ("normal", "reduce")
+                    for ra, rb in zip(a["final_alphas"][t], b["final_alphas"][t])
+                    for x, y in zip(ra, rb)
+                )
+                same[arm][str(seed)] = {"same_genotype": a["genotype"] == b["genotype"], "max_abs_alpha_diff": diff}
+    result = {
+        "protocol": {
+            "proxy": PROXY,
+            "scaled": {"pc-darts": SCALED, "idarts": SCALED + IDARTS_SCALED},
+            "arms": {a: ARMS[a] for a in args.arms},
+        },
+        "summary": summary,
+        "vs_pc_darts_same_seed": same,
+        "runs": runs,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
