@@ -103,9 +103,8 @@ class DiscreteRelaxation(Relaxation):
             self.phase = old
 
     def mixing(self, cell_type: str, cell_index: int) -> Mixing:
-        if self.phase == "weight":
-            # no gradient path to the alphas: the weight step never touches them
-            return Mixing(self.mask(cell_type), self.selected_ops(cell_type))
+        # always A_bar straight-through to A: under another method (``--relaxation discrete``),
+        # an architecture step in the default phase still gets the gradient of the selected entries
         active = self._computed_ops[cell_type] if self.phase == "arch" else self.selected_ops(cell_type)
         return Mixing(self.discrete_weights(cell_type), active)
 
