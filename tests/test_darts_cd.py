@@ -294,6 +294,10 @@ def test_search_logs_the_relaxed_edges_and_resumes_exactly(tmp_path):
     assert [s["alpha_sign"] for s in firsts] == [1, -1, 1]
     assert all(len(s["max_alpha"]["normal"]) == 14 for s in firsts)
     assert sum("max_alpha" in s for s in steps) == 3
+    metrics = [json.loads(x) for x in Path(tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["alpha_sign"] for r in metrics] == [1, -1, 1] and [r["warmup"] for r in metrics] == [True, True, False]
+    for r in metrics:
+        assert r["max_alpha"] == {t: torch.tensor(r["alphas"][t]).argmax(1).tolist() for t in CELL_TYPES}
 
     def kill_after_first_epoch(epoch, record):
         if epoch == 0:

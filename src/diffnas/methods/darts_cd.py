@@ -72,6 +72,14 @@ class _SignWarmup(DARTS):
         for group in self.a_opt.param_groups:
             group["weight_decay"] = wd
 
+    def epoch_record(self) -> dict:
+        """Per epoch in metrics.jsonl: the max-alpha op of every edge at the epoch's end, and the alphas' sign."""
+        return {
+            "max_alpha": {t: self.relax.max_alpha_ops(t).tolist() for t in CELL_TYPES},
+            "alpha_sign": int(self.relax.sign.item()),
+            "warmup": self.in_warmup,
+        }
+
     @torch.no_grad()
     def flip_sign(self) -> None:
         self.relax.flip_sign()
