@@ -128,5 +128,6 @@ def test_options_and_real_timer():
         Latency({"weight": 1.0, "bogus": 2}, space)
     with pytest.raises(ConfigError):
         Latency("fast", space)
+    assert Latency(True, space).weight == 0.002 and Latency(0.5, space).weight == 0.5
     t = time_op("sep_conv_3x3", 4, 8, 8, 1, batch=1, repeats=3, warmup=1)
     assert 0.0 < t < 1e4 and time_op("none", 4, 8, 8, 1) == 0.0

@@ -1,4 +1,4 @@
-"""RARTS (Geng, Wang, Xin, Lyu, IEEE Access 2022): relaxed single-level search with network splitting.
+"""RARTS (Xue, Qi, Xin, IEEE Access 2022): relaxed single-level search with network splitting.
 
 Two networks of the same shape share one architecture alpha: the auxiliary network w
 is trained on the train split, the primary network y on the val split, and the

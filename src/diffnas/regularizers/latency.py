@@ -9,7 +9,8 @@ batch ``batch``, median of ``repeats`` runs after ``warmup``), in milliseconds, 
 cached in ``~/.cache/diffnas/latency-<hash>.json`` (``$DIFFNAS_CACHE`` overrides),
 the hash keyed by device, torch version, thread count and batch. ``none`` costs 0.
 
-Configured as ``reg.latency: WEIGHT`` (the paper's CIFAR search: 0.002) or
+Configured as ``reg.latency: WEIGHT`` (the paper's CIFAR search: 0.002, the weight
+``--reg latency`` gets without a value) or
 ``reg.latency: {weight: W, batch: 1, repeats: 20, warmup: 3, cache: true}``. The op
 weights are the relaxation's (``softmax(alpha)`` for DARTS-style relaxations).
 
@@ -105,6 +106,8 @@ class Latency(Regularizer):
 
     def __init__(self, options, space):
         super().__init__(options, space)
+        if options is True:  # `--reg latency` without a weight: the paper's
+            options = {}
         opts = {"weight": options} if not isinstance(options, dict) else dict(options)
         unknown = set(opts) - {"weight", "batch", "repeats", "warmup", "cache"}
         if unknown:
