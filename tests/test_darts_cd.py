@@ -23,9 +23,9 @@ def relaxed_now(m):
     return {c.index: list(m.relax.relaxed_edges(c.cell_type, c.index)) for c in m.net.cells}
 
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_a_step_moves_only_the_relaxed_edges_alphas_and_op_weights(shared):
-    m = tiny_method("darts-cd", search={"warmup_epochs": 0, "cd_train_shared": shared})
+@pytest.mark.parametrize("shared,edges", [(True, 1), (False, 1), (True, 2)])
+def test_a_step_moves_only_the_relaxed_edges_alphas_and_op_weights(shared, edges):
+    m = tiny_method("darts-cd", search={"warmup_epochs": 0, "cd_train_shared": shared, "cd_edges": edges})
     assert m.cfg.search.a_wd == 0.0
     m.epoch_start(0, 10)
     val = FixedBatches(batch(seed=1))
@@ -56,6 +56,19 @@ def test_a_step_moves_only_the_relaxed_edges_alphas_and_op_weights(shared):
         else:  # stem, preprocessing, classifier
             assert changed == shared, name
     assert moved_edges == {(c, e) for c, es in relaxed.items() for e in es}
+    assert all(len(es) == edges for es in relaxed.values())
+
+
+def test_argmax_without_none_and_wrong_relaxation():
+    m = tiny_method("darts-cd", search={"cd_argmax_none": False})
+    with torch.no_grad():
+        m.relax.alphas["normal"][:, 0] = 5.0  # `none` is everyone's max
+    top = m.relax.max_alpha_ops("normal")
+    assert (top != 0).all() and torch.equal(top, m.relax.alphas["normal"][:, 1:].argmax(1) + 1)
+    with pytest.raises(diffnas.errors.ConfigError):
+        tiny_method("darts-cd", search={"relaxation": "max-alpha"})
+    with pytest.raises(diffnas.errors.ConfigError):
+        tiny_method("darts-cd", search={"relaxation": "softmax"})
 
 
 def test_weight_grads_are_computed_only_for_the_relaxed_edges():
