@@ -8,11 +8,13 @@ backtracking epochs as it does over the paper's: zeta(K) = floor((K - T) lambda 
 at epoch 2 and 2 at epoch 3 (the paper's schedule gives 2 at epoch 37.5 of 50).
 Everything else is each method's paper default (w_lr 0.1, a_lr 6e-4, ...).
 
-Each run is one ``python -m diffnas run`` under the shared heavy-job lock; methods are
-alternated seed by seed. Arms: ``pc-darts``, ``idarts`` (the defaults of
-docs/methods/idarts.md) and, with ``--arms``, ``idarts-step`` (idarts_grad=step).
+Each run is one ``python -m diffnas run``; ``--per-lock`` runs (2: one seed of both
+methods) share one command under the shared heavy-job lock; methods are alternated seed
+by seed. Finished runs already in the JSON are kept (rerun to complete a cut-off
+series). Arms: ``pc-darts``, ``idarts`` (the defaults of docs/methods/idarts.md) and,
+with ``--arms``, ``idarts-step`` (idarts_grad=step).
 
-    python benchmarks/idarts_vs_pcdarts.py            # takes the lock per run itself
+    python benchmarks/idarts_vs_pcdarts.py            # takes the lock itself, per 2 runs
 
 writes benchmarks/results/idarts_vs_pcdarts.json (runs under runs/idarts_vs_pcdarts/).
 """
@@ -22,10 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,16 +51,27 @@ def lines(path: Path) -> list:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def one_run(arm: str, seed: int, out: Path, timeout: int) -> dict:
+def command(arm: str, seed: int, out: Path) -> list:
     cmd = [sys.executable, "-m", "diffnas", "run", *ARMS[arm], *PROXY, "--seed", str(seed)]
-    cmd += ["--out", str(out), "--no-progress"]
+    return cmd + ["--out", str(out), "--no-progress"]
+
+
+def run_locked(tasks: list, timeout: int) -> None:
+    """Run the (arm, seed, out) tasks one after the other inside one locked command."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    t0 = time.time()
+    for _, _, out in tasks:  # no stale result from an earlier attempt
+        (out / "train" / "result.json").unlink(missing_ok=True)
+    script = " && ".join(shlex.join(command(*t)) for t in tasks)
     proc = subprocess.run(
-        ["flock", LOCK, "timeout", str(timeout), *cmd], cwd=ROOT, env=env, capture_output=True, text=True
+        ["flock", LOCK, "timeout", str(timeout), "sh", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
     )
     if proc.returncode:
-        raise SystemExit(f"{arm} seed {seed} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        print(f"{tasks} failed ({proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)
+
+
+def collect(arm: str, seed: int, out: Path) -> dict | None:
+    if not (out / "train" / "result.json").is_file():
+        return None
     summary = json.loads((out / "search" / "summary.json").read_text())
     result = json.loads((out / "train" / "result.json").read_text())
     metrics = lines(out / "search" / "metrics.jsonl")
@@ -79,7 +92,6 @@ def one_run(arm: str, seed: int, out: Path, timeout: int) -> dict:
         "alpha_edge0_normal_per_epoch": [r["alphas"]["normal"][0] for r in metrics],
         "final_alphas": metrics[-1]["alphas"],
         "ops": metrics[-1]["ops"],
-        "wall_s": time.time() - t0,
     }
 
 
@@ -87,7 +99,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=["pc-darts", "idarts"], choices=sorted(ARMS))
-    ap.add_argument("--timeout", type=int, default=590, help="seconds per locked run")
+    ap.add_argument("--timeout", type=int, default=590, help="seconds per locked command")
+    ap.add_argument("--per-lock", type=int, default=2, help="runs per locked command")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "idarts_vs_pcdarts.json"))
     args = ap.parse_args()
     out_path = Path(args.out)
@@ -96,15 +109,22 @@ def main() -> None:
         done = [r for r in json.loads(out_path.read_text()).get("runs", []) if r["arm"] in args.arms]
     have = {(r["arm"], r["seed"]) for r in done}
     runs = list(done)
+    todo = []
     for seed in args.seeds:
-        arms = args.arms if seed % 2 == 0 else args.arms[::-1]
-        for arm in arms:
-            if (arm, seed) in have:
+        for arm in args.arms if seed % 2 == 0 else args.arms[::-1]:
+            if (arm, seed) not in have:
+                todo.append((arm, seed, ROOT / "runs" / "idarts_vs_pcdarts" / f"{arm}-s{seed}"))
+    for i in range(0, len(todo), args.per_lock):
+        chunk = todo[i : i + args.per_lock]
+        run_locked(chunk, args.timeout)
+        for arm, seed, out in chunk:
+            r = collect(arm, seed, out)
+            if r is None:
+                print(f"{arm} seed {seed}: no result", flush=True)
                 continue
-            r = one_run(arm, seed, ROOT / "runs" / "idarts_vs_pcdarts" / f"{arm}-s{seed}", args.timeout)
             runs.append(r)
             print(f"{arm} seed {seed}: search val {r['search_val_acc']:.4f} test {r['test_acc']:.4f}", flush=True)
-            write(out_path, runs, args)
+        write(out_path, runs, args)
     write(out_path, runs, args)
 
 

@@ -9,6 +9,9 @@ Each measurement is a fresh worker process (its peak RSS is its own) that builds
 method, runs one warm-up step, then ``--steps`` timed full steps (architecture step +
 weight step). Methods are alternated round by round so a slow phase of the shared
 machine hits all of them; the report gives medians and the ratios to ``darts``.
+Because IDARTS differs from PC-DARTS only by a few small tensor operations, a second
+measurement alternates the two step by step in one process (the median of the per-pair
+ratios of their architecture steps) and times the backtracking alone.
 
 Memory, on CPU (no GPU here):
 - ``saved_mb``: the bytes of the distinct tensors autograd saves for backward in one
@@ -121,13 +124,68 @@ def worker(method: str, steps: int) -> dict:
     }
 
 
+def paired(steps: int) -> dict:
+    """pc-darts and idarts in one process, step by step alternated: the idarts/pc-darts ratio per pair,
+    and the backtracking alone (rank + correction on the [14, 8] tensors) timed over many calls."""
+    import torch
+
+    from diffnas.spaces import CELL_TYPES
+
+    ms = {name: build(name, PROXY["scale"]) for name in ("pc-darts", "idarts")}
+    g = torch.Generator().manual_seed(0)
+    n, s = PROXY["scale"]["batch_size"], PROXY["image"]
+
+    def batch():
+        return torch.randn(n, 1, s, s, generator=g), torch.randint(0, CLASSES, (n,), generator=g)
+
+    class Val:
+        def __init__(self, b):
+            self.b = b
+
+        def next(self):
+            return self.b
+
+    for m in ms.values():
+        m.epoch_start(49, 100)
+    ratios = []
+    for i in range(steps + 1):
+        train_b, val_b = batch(), batch()
+        t = {}
+        for name in ("pc-darts", "idarts") if i % 2 == 0 else ("idarts", "pc-darts"):
+            t0 = time.perf_counter()
+            ms[name].arch_step(val_b, train_b)
+            t[name] = time.perf_counter() - t0
+            ms[name].weight_step(train_b)
+        if i:
+            ratios.append(t["idarts"] / t["pc-darts"])
+    m = ms["idarts"]
+    relax = m.relax
+    a, b = relax.alphas["normal"].detach(), relax.betas["normal"].detach()
+    a1, b1 = a + 1e-4 * torch.randn_like(a), b + 1e-4 * torch.randn_like(b)
+    calls = 2000
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        for _t in CELL_TYPES:
+            edges = m.edges_below(b1, 5)
+            corr = m.backtrack_correction(b, a, a1, b, b1)
+            a1[edges] + corr[edges]
+    return {
+        "arch_step_ratio_idarts_to_pcdarts": ratios,
+        "backtrack_only_s_per_step": (time.perf_counter() - t0) / calls,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per worker")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--saved", help=argparse.SUPPRESS)
+    ap.add_argument("--paired", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.paired:
+        print(json.dumps(paired(args.steps)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps)))
         return
@@ -149,6 +207,7 @@ def main() -> None:
             runs[m].append(call("--worker", m, "--steps", str(args.steps)))
             print(f"round {r} {m}: {statistics.median(runs[m][-1]['step_s']):.3f} s/step", flush=True)
     saved = {m: call("--saved", m) for m in METHODS}
+    pair = call("--paired", "--steps", str(4 * args.steps * args.rounds // 2))
 
     result = {"config": {**PROXY, "classes": CLASSES, "rounds": args.rounds, "steps_per_round": args.steps}}
     result["machine"] = {"platform": platform.platform(), "python": sys.version.split()[0], "threads": 1}
@@ -175,6 +234,11 @@ def main() -> None:
             "peak_rss": table[m]["peak_rss_mb_median"] / d["peak_rss_mb_median"],
         }
     result["methods"] = table
+    result["idarts_vs_pcdarts_paired"] = {
+        "arch_step_ratio_median": statistics.median(pair["arch_step_ratio_idarts_to_pcdarts"]),
+        "arch_step_ratios": pair["arch_step_ratio_idarts_to_pcdarts"],
+        "backtrack_only_ms_per_step": 1000 * pair["backtrack_only_s_per_step"],
+    }
     result["wall_s"] = time.time() - t_start
     out = ROOT / "benchmarks" / "results" / "pc_darts_cost.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +251,11 @@ def main() -> None:
             f"DARTS scale {table[m]['saved_for_backward_mb']['darts_scale']:.0f} MB "
             f"(x{r['saved_for_backward_darts_scale']:.2f})  peak RSS x{r['peak_rss']:.2f}"
         )
+    p = result["idarts_vs_pcdarts_paired"]
+    print(
+        f"paired, one process: idarts/pc-darts arch step x{p['arch_step_ratio_median']:.3f} (median of "
+        f"{len(p['arch_step_ratios'])} pairs); backtracking alone {p['backtrack_only_ms_per_step']:.3f} ms/step"
+    )
     print(f"wrote {out}")
 
 
