@@ -76,8 +76,11 @@ def main() -> None:
         for eta in args.etas:
             r = one(args.space, eta, seed, Path(args.runs) / args.space / f"eta{eta:g}_seed{seed}")
             rows[(r["space"], eta, seed)] = r
-            print(json.dumps(r))
+            print(json.dumps(r), flush=True)
+            write(out, rows)  # after every search: a killed sweep keeps what it finished
 
+
+def write(out: Path, rows: dict) -> None:
     summary: dict = {}
     for space in sorted({k[0] for k in rows}):
         by_eta: dict = {}
@@ -103,7 +106,6 @@ def main() -> None:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,11 @@ def main() -> None:
         for update in args.updates:
             r = one(args.space, update, seed, Path(args.runs) / args.space / f"{update}_seed{seed}")
             rows[(r["space"], update, seed)] = r
-            print(json.dumps(r))
+            print(json.dumps(r), flush=True)
+            write(out, rows)  # after every search: a killed run keeps what it finished
+
+
+def write(out: Path, rows: dict) -> None:
     result = {
         "what": "NASP vs standard (eq. 10) and lazy (eq. 11) proximal steps: discrete-supernet val acc per epoch",
         "command": "flock /tmp/diffnas-heavy.lock python benchmarks/nasp_updates.py --seeds S",
