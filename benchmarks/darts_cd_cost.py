@@ -46,6 +46,29 @@ class Fixed:
         return self.batches[self.i - 1]
 
 
+def saved_activations_mb(m, batch) -> float:
+    """What autograd keeps for the backward pass of one training forward (distinct storages), in MB.
+
+    Deterministic, unlike RSS: the activation memory that dominates a search step's peak.
+    """
+    import torch
+
+    seen: dict = {}
+
+    def pack(t):
+        if t.device.type != "meta":
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    m.relax.step_start()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss, _ = m.loss(batch)
+    del loss
+    params = {p.untyped_storage().data_ptr() for p in m.net.parameters()}
+    return sum(n for ptr, n in seen.items() if ptr not in params) / 2**20
+
+
 def worker(method: str, steps: int, device: str, layers: int) -> dict:
     import torch
 
@@ -83,6 +106,7 @@ def worker(method: str, steps: int, device: str, layers: int) -> dict:
         if i:  # the first step warms up
             times.append(time.perf_counter() - t0)
     out = {"step_s": times, "peak_rss_mb": peak_rss_mb(), "step_rss_growth_mb": peak_rss_mb() - base_rss}
+    out["saved_activations_mb"] = saved_activations_mb(m, train[0])
     if device.startswith("cuda"):
         out["step_cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20 - base_cuda
     return out
@@ -120,7 +144,7 @@ def main() -> None:
     rows = {}
     for method, results in runs.items():
         row = {"median_step_s": statistics.median(v for res in results for v in res["step_s"])}
-        for key in ("step_rss_growth_mb", "peak_rss_mb", "step_cuda_peak_mb"):
+        for key in ("saved_activations_mb", "step_rss_growth_mb", "peak_rss_mb", "step_cuda_peak_mb"):
             if key in results[0]:
                 row[f"median_{key}"] = statistics.median(res[key] for res in results)
         rows[method] = row
