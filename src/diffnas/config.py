@@ -66,8 +66,9 @@ DEFAULTS: dict = {
 # Small settings for a first run on a laptop CPU: minutes, not days.
 PRESETS: dict = {
     "quick": {
-        "subset": 6000,
-        "search": {"epochs": 4, "batch_size": 64, "channels": 8, "layers": 5},
+        "subset": 4000,
+        "image_size": 16,
+        "search": {"epochs": 3, "batch_size": 64, "channels": 8, "layers": 5},
         "train": {"epochs": 6, "batch_size": 96, "channels": 16, "layers": 8, "cutout": 8, "auxiliary": 0.0},
     },
     "tiny": {
