@@ -107,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a genotype and draw its cells (and the architecture weights of a run)")
     p.add_argument("target", help="a run directory or a genotype.json")
 
+    p = sub.add_parser("bench", help="time and memory of one search step per method, against darts")
+    p.add_argument("--methods", default="darts", help="comma-separated method names (unknown ones are skipped)")
+    p.add_argument("--space", help="search space for every method (default: each method's own)")
+    p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=16)
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per method (after the warm-up)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--rounds", type=int, default=1, help="alternate the methods this many times; medians")
+    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
+    p.add_argument("--reference", metavar="PATH", help="also time the reference DARTS step script (CPU)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every method")
+    p.add_argument("--out", help="write the results as JSON here")
+
     sub.add_parser("methods", help="list the search methods")
     sub.add_parser("spaces", help="list the search spaces")
     return parser
@@ -143,6 +159,9 @@ def _dispatch(args, parser) -> int:
             print(line)
         return 0
 
+    if args.command == "bench":
+        return _bench(args)
+
     progress = not args.no_progress
     if args.command == "search":
         overrides = _overrides(args, "search")
@@ -171,6 +190,35 @@ def _dispatch(args, parser) -> int:
         )
         print(api.summary_lines(search=s, train=t))
         print(f"pictures and files: {Path(t.run_dir).parent}")
+    return 0
+
+
+def _bench(args) -> int:
+    import json
+
+    from .bench import format_table, run_bench
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    report = run_bench(
+        methods,
+        rounds=args.rounds,
+        reference=args.reference,
+        log=lambda line: print(line, file=sys.stderr),
+        space=args.space,
+        channels=args.channels,
+        layers=args.layers,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        in_channels=args.in_channels,
+        steps=args.steps,
+        warmup=args.warmup,
+        device=args.device,
+        sets=parse_set(args.set),
+    )
+    print(format_table(report))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 

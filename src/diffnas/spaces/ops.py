@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fastops
+
 
 class ReLUConvBN(nn.Sequential):
     def __init__(self, c_in, c_out, kernel, stride, padding, affine=True):
@@ -33,6 +35,11 @@ class DilConv(nn.Sequential):
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )
+
+    def forward(self, x):
+        if fastops.usable(x, self[3]):  # supernet training on CPU: recompute instead of store
+            return fastops.dil_conv_bn(x, self[1], self[2], self[3])
+        return super().forward(x)
 
 
 class SepConv(nn.Sequential):
@@ -95,9 +102,32 @@ def _pool(kind: str, k: int):
             else nn.AvgPool2d(k, stride, k // 2, count_include_pad=False)
         )
         # DARTS follows search-time pooling with a non-affine BN to match conv scales
-        return pool if affine else nn.Sequential(pool, nn.BatchNorm2d(C, affine=False))
+        return pool if affine else PoolBN(pool, nn.BatchNorm2d(C, affine=False))
 
     return make
+
+
+class PoolBN(nn.Sequential):
+    """Search-time pooling + non-affine BN. Within ``fastops.shared_inputs()`` the output is
+    computed once per input tensor and shared by every edge that reads it (each edge's BN
+    still gets its running-statistics update)."""
+
+    def forward(self, x):
+        cache = fastops.shared_cache()
+        if cache is None or not fastops.shareable(self[1]):
+            return super().forward(x)
+        pool = self[0]
+        key = fastops.tensor_key(x, type(pool), pool.kernel_size, pool.stride, pool.padding)
+        hit = cache.get(key)
+        if hit is None:
+            p = pool(x)
+            y = self[1](p)
+            with torch.no_grad():
+                var, mean = torch.var_mean(p.detach(), (0, 2, 3), correction=1)
+            cache[key] = (x, y, mean, var)  # x is held so its memory is not reused while the cache lives
+            return y
+        fastops.update_running_stats(self[1], hit[2], hit[3])
+        return hit[1]
 
 
 def _skip(C, stride, affine):

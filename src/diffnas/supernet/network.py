@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..relax.base import Mixing, Relaxation
+from ..spaces.fastops import shared_inputs
 from ..spaces.network import CellSpec, cell_plan, make_preprocess, make_stem
 from ..spaces.ops import OPS
 
@@ -71,6 +72,10 @@ class SearchCell(nn.Module):
         )
 
     def forward(self, s0, s1, mix: Mixing):
+        with shared_inputs():  # pool+BN computed once per state, shared by the edges reading it
+            return self._forward(s0, s1, mix)
+
+    def _forward(self, s0, s1, mix: Mixing):
         states = [self.pre0(s0), self.pre1(s1)]
         e = 0
         for node in range(self.nodes):
@@ -88,6 +93,9 @@ class SearchCell(nn.Module):
 
 
 class Supernet(nn.Module):
+    channels_last = True  # NHWC activations (convs are faster in it on CPU and GPU)
+    amp = True  # on CUDA: bf16 autocast
+
     def __init__(
         self,
         relax: Relaxation,
@@ -107,6 +115,14 @@ class Supernet(nn.Module):
 
     def forward(self, x):
         self.input_shape = tuple(x.shape[1:])  # (C, H, W) last seen: the latency regularizer sizes its ops by it
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # faster convs on CPU and GPU
+        if self.amp and x.is_cuda:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self._forward(x).float()
+        return self._forward(x)
+
+    def _forward(self, x):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, self.relax.mixing(cell.cell_type, cell.index))

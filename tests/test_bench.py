@@ -1,0 +1,185 @@
+"""The fast supernet kernels equal the plain modules (values, gradients, BN statistics); `diffnas bench` runs."""
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import FixedBatches, batch, tiny_method
+
+from diffnas.cli import main
+from diffnas.spaces import fastops
+from diffnas.spaces.ops import OPS, DilConv, SepConv
+
+
+@pytest.fixture
+def plain():
+    """Run the block with the fast kernels switched off."""
+
+    class Switch:
+        def __enter__(self):
+            fastops.ENABLED = False
+
+        def __exit__(self, *exc):
+            fastops.ENABLED = True
+
+    return Switch()
+
+
+def run(module, x, gy):
+    x = x.detach().clone().requires_grad_(True)
+    y = module(x)
+    params = list(module.parameters())
+    grads = torch.autograd.grad(y, [x, *params], gy)
+    return y.detach(), grads
+
+
+def bn_buffers(module):
+    return [b.clone() for b in module.buffers()]
+
+
+@pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_conv_ops_match_autograd_on_the_plain_modules(plain, name, stride, channels_last):
+    torch.manual_seed(0)
+    op = OPS[name](4, stride, False)
+    assert isinstance(op, (DilConv, SepConv))
+    x = torch.randn(3, 4, 9, 9, dtype=torch.float64)  # odd size: stride-2 padding edge cases
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    op = op.double()
+    ref = copy.deepcopy(op)
+    gy = torch.randn_like(ref(x.clone()))
+    ref = copy.deepcopy(op)  # fresh statistics again
+    with plain:
+        y0, g0 = run(ref, x, gy)
+    y1, g1 = run(op, x, gy)
+    assert torch.allclose(y1, y0, atol=1e-10)
+    for a, b in zip(g1, g0):
+        assert torch.allclose(a, b, atol=1e-9), (a - b).abs().max()
+    for a, b in zip(bn_buffers(op), bn_buffers(ref)):
+        assert torch.allclose(a.double(), b.double(), atol=1e-12)
+
+
+def test_fast_conv_second_order_gradient_is_exact():
+    """create_graph through the fast block: Hessian-vector products equal those of the plain block."""
+    torch.manual_seed(1)
+    op = OPS["dil_conv_3x3"](3, 1, False).double()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+
+    def hvp(module):
+        w = module[1].weight
+        (g,) = torch.autograd.grad(module(x).pow(2).sum(), [w], create_graph=True)
+        return torch.autograd.grad(g.sum(), [x, w])
+
+    fast = hvp(copy.deepcopy(op))
+    fastops.ENABLED = False
+    try:
+        slow = hvp(copy.deepcopy(op))
+    finally:
+        fastops.ENABLED = True
+    for a, b in zip(fast, slow):
+        assert torch.allclose(a, b, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["max_pool_3x3", "avg_pool_3x3"])
+def test_shared_pool_bn_equals_separate_ops_and_updates_every_bn(plain, name):
+    torch.manual_seed(2)
+    ops = [OPS[name](4, 1, False).double() for _ in range(3)]
+    # different starting statistics: each edge's running stats must follow its own history
+    for i, op in enumerate(ops):
+        op[1].running_mean.fill_(0.1 * i)
+        op[1].running_var.fill_(1.0 + i)
+    refs = copy.deepcopy(ops)
+    x = torch.randn(4, 4, 8, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    with fastops.shared_inputs():
+        out = sum(wi * op(x) for wi, op in zip(w, ops))
+    (g,) = torch.autograd.grad(out.square().sum(), x)
+    with plain:
+        ref_out = sum(wi * op(x) for wi, op in zip(w, refs))
+    (g_ref,) = torch.autograd.grad(ref_out.square().sum(), x)
+    assert torch.allclose(out, ref_out, atol=1e-12)
+    assert torch.allclose(g, g_ref, atol=1e-10)
+    for op, ref in zip(ops, refs):
+        for a, b in zip(op[1].buffers(), ref[1].buffers()):
+            assert torch.allclose(a.double(), b.double(), atol=1e-12)
+    # and the sharing really happened: the pool ran once
+    calls = []
+    hook = ops[0][0].register_forward_hook(lambda *a: calls.append(1))
+    ops[1][0] = ops[0][0]
+    with fastops.shared_inputs():
+        ops[0](x)
+        ops[1](x)
+    hook.remove()
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("method", ["darts", "pc-darts"])
+def test_supernet_step_equals_plain_modules(plain, method):
+    """A whole search step (arch + weight) with the fast kernels equals the plain autograd one."""
+    fast_m = tiny_method(method, search={"arch_start_epoch": 0})
+    with plain:
+        plain_m = tiny_method(method, search={"arch_start_epoch": 0})
+    for m in (fast_m, plain_m):
+        m.epoch_start(0, 10)
+    train, val = batch(seed=5), FixedBatches(batch(seed=6))
+    r_fast = fast_m.step(train, val)
+    with plain:
+        r_plain = plain_m.step(train, val)
+    assert abs(r_fast["loss"] - r_plain["loss"]) < 1e-5
+    for a, b in zip(fast_m.arch, plain_m.arch):
+        assert torch.allclose(a, b, atol=1e-6)
+    for a, b in zip(fast_m.weights, plain_m.weights):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    for a, b in zip(fast_m.net.buffers(), plain_m.net.buffers()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+def test_supernet_runs_channels_last_and_eval_uses_running_stats():
+    m = tiny_method("darts")
+    x = batch()[0]
+    m.net.train()
+    m.net(x)
+    m.net.eval()
+    with torch.no_grad():
+        y1 = m.net(x)
+        y2 = m.net(x[:4])  # eval: per-sample results do not depend on the batch
+    assert torch.allclose(y1[:4], y2, atol=1e-5)
+    assert F.softmax(y1, 1).sum(1).allclose(torch.ones(len(x)))
+
+
+def test_bench_command_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(
+        [
+            "bench",
+            "--methods",
+            "darts,no-such-method",
+            "--channels",
+            "4",
+            "--layers",
+            "3",
+            "--batch-size",
+            "4",
+            "--image-size",
+            "8",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    report = json.loads(out.read_text())
+    darts = report["results"]["darts"]
+    assert darts["median_s"] > 0 and darts["peak_mb"] > 0
+    assert darts["time_vs_darts"] == 1.0 and darts["memory_vs_darts"] == 1.0
+    assert "no-such-method" in report["skipped"]
+    assert report["config"]["channels"] == 4 and "cpu" in report["machine"]
+    printed = capsys.readouterr().out
+    assert "darts" in printed and "no-such-method" in printed
