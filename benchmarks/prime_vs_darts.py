@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +135,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=["darts", "darts-prime"], choices=list(ARMS))
     ap.add_argument("--timeout", type=int, default=590, help="seconds per locked run")
+    ap.add_argument("--jobs", type=int, default=1, help="runs waiting on the lock at once")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prime_vs_darts.json"))
     args = ap.parse_args()
     out_path = Path(args.out)
@@ -142,14 +144,24 @@ def main() -> None:
         runs = [r for r in json.loads(out_path.read_text()).get("runs", []) if r["arm"] in ARMS]
     have = {(r["arm"], r["seed"]) for r in runs}
     arms_seen = list(dict.fromkeys([*(r["arm"] for r in runs), *args.arms]))
-    for seed in args.seeds:
-        for arm in args.arms if seed % 2 == 0 else args.arms[::-1]:
-            if (arm, seed) in have:
-                continue
-            r = one_run(arm, seed, ROOT / "runs" / "prime_vs_darts" / f"{arm}-s{seed}", args.timeout)
+    todo = [
+        (arm, seed)
+        for seed in args.seeds
+        for arm in (args.arms if seed % 2 == 0 else args.arms[::-1])
+        if (arm, seed) not in have
+    ]
+
+    def run(job):
+        arm, seed = job
+        return one_run(arm, seed, ROOT / "runs" / "prime_vs_darts" / f"{arm}-s{seed}", args.timeout)
+
+    # --jobs N queues N runs on the lock at once; the lock still lets only one run at a time
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in as_completed([pool.submit(run, job) for job in todo]):
+            r = future.result()
             runs.append(r)
             print(
-                f"{arm} seed {seed}: skips {r['skip_connects_normal']} test {r['test_acc']:.4f} "
+                f"{r['arm']} seed {r['seed']}: skips {r['skip_connects_normal']} test {r['test_acc']:.4f} "
                 f"arch steps {r['arch_steps']}/{r['weight_steps']} search {r['search_s']:.0f}s",
                 flush=True,
             )
