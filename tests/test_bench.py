@@ -10,7 +10,7 @@ from helpers import FixedBatches, batch, tiny_method
 
 from diffnas.cli import main
 from diffnas.spaces import fastops
-from diffnas.spaces.ops import OPS, DilConv, SepConv
+from diffnas.spaces.ops import OPS, DilConv, ReLUConvBN, SepConv
 
 
 @pytest.fixture
@@ -39,13 +39,15 @@ def bn_buffers(module):
     return [b.clone() for b in module.buffers()]
 
 
-@pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"])
+@pytest.mark.parametrize(
+    "name", ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "conv_3x3", "conv_1x1"]
+)
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fast_conv_ops_match_autograd_on_the_plain_modules(plain, name, stride, channels_last):
     torch.manual_seed(0)
     op = OPS[name](4, stride, False)
-    assert isinstance(op, (DilConv, SepConv))
+    assert isinstance(op, (DilConv, SepConv, ReLUConvBN))
     x = torch.randn(3, 4, 9, 9, dtype=torch.float64)  # odd size: stride-2 padding edge cases
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

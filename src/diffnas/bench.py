@@ -103,6 +103,7 @@ def measure(
             return val
 
     m.epoch_start(epoch, warmup + steps + 1)
+    setup_mb = peak_memory_mb(dev)  # interpreter, PyTorch, model, optimizers: before the first step
     reset_peak_memory()
     times = []
     for i in range(warmup + steps):
@@ -122,6 +123,7 @@ def measure(
         "min_s": min(times),
         "times_s": times,
         "peak_mb": peak_memory_mb(dev),
+        "setup_mb": setup_mb,
         "params_m": sum(p.numel() for p in m.weights) / 1e6,
     }
 
@@ -154,7 +156,30 @@ def _reference(path: str, spec: dict) -> dict:
     if proc.returncode != 0:
         raise RuntimeError((proc.stderr or "reference failed").strip().splitlines()[-1])
     fields = dict(kv.split("=", 1) for kv in proc.stdout.split() if "=" in kv)
-    return {"method": REFERENCE, "median_s": float(fields["median_step_s"]), "peak_mb": float(fields["maxrss_MB"])}
+    # its memory before the first step: the same script's network and optimizers, built without stepping
+    setup = subprocess.run(
+        [sys.executable, "-c", _REFERENCE_SETUP, path, *map(str, args)], capture_output=True, text=True
+    )
+    out = {"method": REFERENCE, "median_s": float(fields["median_step_s"]), "peak_mb": float(fields["maxrss_MB"])}
+    if setup.returncode == 0:
+        out["setup_mb"] = float(setup.stdout.split()[-1])
+    return out
+
+
+_REFERENCE_SETUP = """
+import importlib.util, resource, sys, torch
+spec = importlib.util.spec_from_file_location("ref", sys.argv[1]); ref = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ref)
+B, H, C, L, n, in_ch = (int(a) for a in sys.argv[2:8])
+torch.manual_seed(0)
+net = ref.Network(C, L, in_ch)
+arch = [net.alpha_normal, net.alpha_reduce]
+weights = [p for p in net.parameters() if all(p is not a for a in arch)]
+w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9, weight_decay=3e-4)
+a_opt = torch.optim.Adam(arch, 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+x, y = torch.randn(B, in_ch, H, H), torch.randint(0, 10, (B,))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
 
 
 def run_bench(
@@ -210,6 +235,8 @@ def run_bench(
         results[n] = {
             "median_s": statistics.median(x["median_s"] for x in rs),
             "peak_mb": statistics.median(x["peak_mb"] for x in rs),
+            # memory the step itself adds: peak minus the process before its first step
+            "step_mb": statistics.median(x["peak_mb"] - x["setup_mb"] for x in rs) if "setup_mb" in rs[0] else None,
             "rounds_median_s": [x["median_s"] for x in rs],
             "rounds_peak_mb": [x["peak_mb"] for x in rs],
             **{k: rs[0][k] for k in ("space", "device", "params_m") if k in rs[0]},
@@ -218,6 +245,8 @@ def run_bench(
     for res in results.values():
         res["time_vs_darts"] = res["median_s"] / base["median_s"] if base else None
         res["memory_vs_darts"] = res["peak_mb"] / base["peak_mb"] if base else None
+        ok = base and res["step_mb"] is not None and base["step_mb"]
+        res["step_memory_vs_darts"] = res["step_mb"] / base["step_mb"] if ok else None
     return {
         "machine": machine(),
         "config": {k: v for k, v in spec.items() if k != "method"} | {"rounds": rounds},
@@ -239,12 +268,19 @@ def format_table(report: dict) -> str:
         f"B={cfg['batch_size']} H={cfg['image_size']} C={cfg['channels']} L={cfg['layers']} in={cfg['in_channels']} "
         f"steps={cfg['steps']} (+{cfg['warmup']} warm-up) rounds={cfg['rounds']} | {report['machine']['cpu']}"
         + (f" | {report['machine']['gpu']}" if "gpu" in report["machine"] else ""),
-        f"{'method':14s} {'step s':>8s} {'x darts':>8s} {'memory MB':>10s} {'x darts':>8s}   ({mem})",
+        f"{'method':14s} {'step s':>8s} {'x darts':>8s} {'memory MB':>10s} {'x darts':>8s} "
+        f"{'step MB':>8s} {'x darts':>8s}   (memory: {mem}; step MB: peak minus the process before its first step)",
     ]
+
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+
     for n, r in report["results"].items():
-        tv = f"{r['time_vs_darts']:.2f}" if r["time_vs_darts"] is not None else "-"
-        mv = f"{r['memory_vs_darts']:.2f}" if r["memory_vs_darts"] is not None else "-"
-        lines.append(f"{n:14s} {r['median_s']:8.3f} {tv:>8s} {r['peak_mb']:10.0f} {mv:>8s}")
+        lines.append(
+            f"{n:14s} {r['median_s']:8.3f} {fmt(r['time_vs_darts'], '.2f'):>8s} {r['peak_mb']:10.0f} "
+            f"{fmt(r['memory_vs_darts'], '.2f'):>8s} {fmt(r['step_mb'], '.0f'):>8s} "
+            f"{fmt(r['step_memory_vs_darts'], '.2f'):>8s}"
+        )
     for n, why in report["skipped"].items():
         lines.append(f"{n:14s} skipped: {why}")
     return "\n".join(lines)

@@ -84,68 +84,59 @@ def _channel_mean(t: torch.Tensor) -> torch.Tensor:
     return t.mean((0, 2, 3), keepdim=True)
 
 
-class _DilConvBN(torch.autograd.Function):
-    """y = BN(conv1x1(dwconv(relu(x)))), BN without affine, batch statistics."""
+class _ReluConvBN(torch.autograd.Function):
+    """y = BN(conv2(conv1(relu(x)))), conv2 (a 1x1 conv) optional, BN without affine, batch statistics."""
 
     @staticmethod
-    def forward(ctx, x, w_dw, w_pw, bn, stride, padding, dilation):
-        groups = w_dw.shape[0]
-        a = F.conv2d(F.relu(x), w_dw, None, stride, padding, dilation, groups)
-        b = F.conv2d(a, w_pw)
-        del a
+    def forward(ctx, x, w1, w2, bn, stride, padding, dilation, groups):
+        b = F.conv2d(F.relu(x), w1, None, stride, padding, dilation, groups)
+        if w2 is not None:
+            b = F.conv2d(b, w2)
         m = bn_momentum(bn)
         y, _, invstd = torch.ops.aten.native_batch_norm(b, None, None, bn.running_mean, bn.running_var, True, m, bn.eps)
         ctx.conf = (stride, padding, dilation, groups)
         ctx.bn_eps = bn.eps
-        ctx.save_for_backward(x, w_dw, w_pw, y, invstd)
+        ctx.save_for_backward(x, w1, w2, y, invstd)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        x, w_dw, w_pw, y, invstd = ctx.saved_tensors
+        x, w1, w2, y, invstd = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conf
         if torch.is_grad_enabled():  # create_graph: differentiate the plain ops so higher orders are exact
-            return _plain_backward(ctx, gy, x, w_dw, w_pw, ctx.bn_eps)
+            return _plain_backward(ctx, gy, x, w1, w2, ctx.bn_eps)
         # BN without affine: y is x-hat, so d/db = invstd * (gy - mean(gy) - y * mean(gy * y))
-        gb = (gy - _channel_mean(gy) - y * _channel_mean(gy * y)) * invstd.view(1, -1, 1, 1)
-        # recompute what the forward did not keep
-        r = F.relu(x)
-        a = F.conv2d(r, w_dw, None, stride, padding, dilation, groups)
-        ga, g_pw, _ = torch.ops.aten.convolution_backward(
-            gb, a, w_pw, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (True, ctx.needs_input_grad[2], False)
-        )
-        del a
-        k = w_dw.shape[-1]
-        same = stride == 1 and w_dw.shape[-2] == k and padding == dilation * (k - 1) // 2
+        ga = (gy - _channel_mean(gy) - y * _channel_mean(gy * y)) * invstd.view(1, -1, 1, 1)
+        r = F.relu(x)  # recomputed, not stored
+        g2 = None
+        if w2 is not None:
+            a = F.conv2d(r, w1, None, stride, padding, dilation, groups)  # recomputed, not stored
+            ga, g2, _ = torch.ops.aten.convolution_backward(
+                ga, a, w2, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (True, ctx.needs_input_grad[2], False)
+            )
+            del a
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        conv_args = (
-            ga,
-            r,
-            w_dw,
-            None,
-            (stride, stride),
-            (padding, padding),
-            (dilation, dilation),
-            False,
-            (0, 0),
-            groups,
-        )
-        if same:
-            # transposed depthwise conv at stride 1 = depthwise conv with the flipped kernel
-            gr = F.conv2d(ga, w_dw.flip((2, 3)), None, 1, padding, dilation, groups) if want_x else None
-            g_dw = torch.ops.aten.convolution_backward(*conv_args, (False, True, False))[1] if want_w else None
+        args = (ga, r, w1, None, (stride,) * 2, (padding,) * 2, (dilation,) * 2, False, (0, 0), groups)
+        k = w1.shape[-1]
+        depthwise = groups == x.shape[1] == w1.shape[0] and w1.shape[1] == 1
+        if depthwise and k > 1 and stride == 1 and w1.shape[-2] == k and padding == dilation * (k - 1) // 2:
+            # stride-1 transposed depthwise conv = depthwise conv with the flipped kernel (fast on CPU)
+            gr = F.conv2d(ga, w1.flip((2, 3)), None, 1, padding, dilation, groups) if want_x else None
+            g1 = torch.ops.aten.convolution_backward(*args, (False, True, False))[1] if want_w else None
         else:
-            gr, g_dw, _ = torch.ops.aten.convolution_backward(*conv_args, (want_x, want_w, False))
+            gr, g1, _ = torch.ops.aten.convolution_backward(*args, (want_x, want_w, False))
         gx = torch.ops.aten.threshold_backward(gr, r, 0) if want_x else None
-        return gx, g_dw, g_pw, None, None, None, None
+        return gx, g1, g2, None, None, None, None, None
 
 
-def _plain_backward(ctx, gy, x, w_dw, w_pw, eps):
+def _plain_backward(ctx, gy, x, w1, w2, eps):
     stride, padding, dilation, groups = ctx.conf
-    a = F.conv2d(F.relu(x), w_dw, None, stride, padding, dilation, groups)
-    y = F.batch_norm(F.conv2d(a, w_pw), None, None, training=True, eps=eps)  # running stats: updated once, in forward
-    inputs = [(i, t) for i, t in enumerate((x, w_dw, w_pw)) if ctx.needs_input_grad[i] and t.requires_grad]
-    grads = [None] * 7
+    b = F.conv2d(F.relu(x), w1, None, stride, padding, dilation, groups)
+    if w2 is not None:
+        b = F.conv2d(b, w2)
+    y = F.batch_norm(b, None, None, training=True, eps=eps)  # running stats: updated once, in forward
+    inputs = [(i, t) for i, t in enumerate((x, w1, w2)) if ctx.needs_input_grad[i] and t.requires_grad]
+    grads = [None] * 8
     if inputs:
         found = torch.autograd.grad(y, [t for _, t in inputs], gy, create_graph=True)
         for (i, _), g in zip(inputs, found):
@@ -155,4 +146,9 @@ def _plain_backward(ctx, gy, x, w_dw, w_pw, eps):
 
 def dil_conv_bn(x, dw, pw, bn) -> torch.Tensor:
     """The fast DilConv: ``dw``/``pw`` are the depthwise and 1x1 ``nn.Conv2d``, ``bn`` the BN module."""
-    return _DilConvBN.apply(x, dw.weight, pw.weight, bn, dw.stride[0], dw.padding[0], dw.dilation[0])
+    return _ReluConvBN.apply(x, dw.weight, pw.weight, bn, dw.stride[0], dw.padding[0], dw.dilation[0], dw.groups)
+
+
+def relu_conv_bn(x, conv, bn) -> torch.Tensor:
+    """The fast ReLUConvBN (the cells' input preprocessing, NASP's conv ops): one square conv, then BN."""
+    return _ReluConvBN.apply(x, conv.weight, None, bn, conv.stride[0], conv.padding[0], conv.dilation[0], conv.groups)

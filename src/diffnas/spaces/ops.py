@@ -24,6 +24,13 @@ class ReLUConvBN(nn.Sequential):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
+    def forward(self, x):
+        conv = self[1]
+        square = len(set(conv.stride)) == len(set(conv.padding)) == len(set(conv.dilation)) == 1
+        if square and fastops.usable(x, self[2]):  # supernet training on CPU: recompute instead of store
+            return fastops.relu_conv_bn(x, conv, self[2])
+        return super().forward(x)
+
 
 class DilConv(nn.Sequential):
     """ReLU, depthwise k x k (dilated), pointwise 1x1, BN."""
