@@ -105,16 +105,17 @@ def measure(
     m.epoch_start(epoch, warmup + steps + 1)
     setup_mb = peak_memory_mb(dev)  # interpreter, PyTorch, model, optimizers: before the first step
     reset_peak_memory()
-    times = []
+    times, cpu_times = [], []
     for i in range(warmup + steps):
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         m.step(train, Val())
         if dev.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t)
+            cpu_times.append(time.process_time() - c)
     return {
         "method": method,
         "space": cfg.space,
@@ -122,6 +123,8 @@ def measure(
         "median_s": statistics.median(times),
         "min_s": min(times),
         "times_s": times,
+        # CPU time of this (single-threaded) process: robust to other processes on a shared machine
+        "cpu_median_s": statistics.median(cpu_times),
         "peak_mb": peak_memory_mb(dev),
         "setup_mb": setup_mb,
         "params_m": sum(p.numel() for p in m.weights) / 1e6,
@@ -143,7 +146,12 @@ def _worker(spec: dict) -> dict:
 
 
 def _reference(path: str, spec: dict) -> dict:
-    """The reference DARTS step script (prints `median_step_s=.. maxrss_MB=..`), CPU only."""
+    """The reference DARTS step (../shared/bench/ref_darts_step.py), CPU only.
+
+    Its own ``main`` times wall clock only; the harness below imports the script and runs
+    exactly its step (same network, optimizers, batches and order of calls), timing the
+    wall clock and this process's CPU time, and records its memory before the first step.
+    """
     args = [
         spec["batch_size"],
         spec["image_size"],
@@ -152,25 +160,25 @@ def _reference(path: str, spec: dict) -> dict:
         spec["steps"],
         spec["in_channels"],
     ]
-    proc = subprocess.run([sys.executable, path, *map(str, args)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _REFERENCE_HARNESS, path, str(spec["warmup"]), *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError((proc.stderr or "reference failed").strip().splitlines()[-1])
-    fields = dict(kv.split("=", 1) for kv in proc.stdout.split() if "=" in kv)
-    # its memory before the first step: the same script's network and optimizers, built without stepping
-    setup = subprocess.run(
-        [sys.executable, "-c", _REFERENCE_SETUP, path, *map(str, args)], capture_output=True, text=True
-    )
-    out = {"method": REFERENCE, "median_s": float(fields["median_step_s"]), "peak_mb": float(fields["maxrss_MB"])}
-    if setup.returncode == 0:
-        out["setup_mb"] = float(setup.stdout.split()[-1])
-    return out
+    return {"method": REFERENCE, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
-_REFERENCE_SETUP = """
-import importlib.util, resource, sys, torch
+_REFERENCE_HARNESS = """
+import importlib.util, json, resource, statistics, sys, time
+import torch, torch.nn as nn, torch.nn.functional as F
 spec = importlib.util.spec_from_file_location("ref", sys.argv[1]); ref = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ref)
-B, H, C, L, n, in_ch = (int(a) for a in sys.argv[2:8])
+warmup = int(sys.argv[2])
+B, H, C, L, n, in_ch = (int(a) for a in sys.argv[3:9])
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# from here on: the reference's main(), timing both clocks
 torch.manual_seed(0)
 net = ref.Network(C, L, in_ch)
 arch = [net.alpha_normal, net.alpha_reduce]
@@ -178,7 +186,23 @@ weights = [p for p in net.parameters() if all(p is not a for a in arch)]
 w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9, weight_decay=3e-4)
 a_opt = torch.optim.Adam(arch, 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
 x, y = torch.randn(B, in_ch, H, H), torch.randint(0, 10, (B,))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+xv, yv = torch.randn(B, in_ch, H, H), torch.randint(0, 10, (B,))
+setup = rss()
+times, cpu = [], []
+for i in range(n + warmup):
+    t, c = time.perf_counter(), time.process_time()
+    a_opt.zero_grad()
+    F.cross_entropy(net(xv), yv).backward()
+    a_opt.step()
+    w_opt.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    nn.utils.clip_grad_norm_(weights, 5)
+    w_opt.step()
+    if i >= warmup:
+        times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+print(json.dumps({"median_s": statistics.median(times), "cpu_median_s": statistics.median(cpu), "times_s": times,
+                  "peak_mb": rss(), "setup_mb": setup}))
 """
 
 
@@ -227,13 +251,18 @@ def run_bench(
                 skipped[n] = f"failed: {e}"
                 continue
             runs[n].append(res)
-            log(f"round {r + 1}/{rounds} {n:12s} step {res['median_s']:.3f} s  peak {res['peak_mb']:.0f} MB")
+            log(
+                f"round {r + 1}/{rounds} {n:12s} step {res['median_s']:.3f} s (cpu {res['cpu_median_s']:.3f} s)"
+                f"  peak {res['peak_mb']:.0f} MB"
+            )
     results = {}
     for n, rs in runs.items():
         if n in skipped or not rs:
             continue
         results[n] = {
             "median_s": statistics.median(x["median_s"] for x in rs),
+            "cpu_median_s": statistics.median(x["cpu_median_s"] for x in rs),
+            "rounds_cpu_median_s": [x["cpu_median_s"] for x in rs],
             "peak_mb": statistics.median(x["peak_mb"] for x in rs),
             # memory the step itself adds: peak minus the process before its first step
             "step_mb": statistics.median(x["peak_mb"] - x["setup_mb"] for x in rs) if "setup_mb" in rs[0] else None,
@@ -244,6 +273,7 @@ def run_bench(
     base = results.get("darts")
     for res in results.values():
         res["time_vs_darts"] = res["median_s"] / base["median_s"] if base else None
+        res["cpu_time_vs_darts"] = res["cpu_median_s"] / base["cpu_median_s"] if base else None
         res["memory_vs_darts"] = res["peak_mb"] / base["peak_mb"] if base else None
         ok = base and res["step_mb"] is not None and base["step_mb"]
         res["step_memory_vs_darts"] = res["step_mb"] / base["step_mb"] if ok else None
@@ -268,8 +298,9 @@ def format_table(report: dict) -> str:
         f"B={cfg['batch_size']} H={cfg['image_size']} C={cfg['channels']} L={cfg['layers']} in={cfg['in_channels']} "
         f"steps={cfg['steps']} (+{cfg['warmup']} warm-up) rounds={cfg['rounds']} | {report['machine']['cpu']}"
         + (f" | {report['machine']['gpu']}" if "gpu" in report["machine"] else ""),
-        f"{'method':14s} {'step s':>8s} {'x darts':>8s} {'memory MB':>10s} {'x darts':>8s} "
-        f"{'step MB':>8s} {'x darts':>8s}   (memory: {mem}; step MB: peak minus the process before its first step)",
+        f"{'method':14s} {'step s':>8s} {'x darts':>8s} {'cpu s':>8s} {'x darts':>8s} "
+        f"{'memory MB':>10s} {'x darts':>8s} {'step MB':>8s} {'x darts':>8s}",
+        f"(memory: {mem}; step MB: peak minus the process before its first step; cpu s: process CPU time)",
     ]
 
     def fmt(v, spec):
@@ -277,7 +308,8 @@ def format_table(report: dict) -> str:
 
     for n, r in report["results"].items():
         lines.append(
-            f"{n:14s} {r['median_s']:8.3f} {fmt(r['time_vs_darts'], '.2f'):>8s} {r['peak_mb']:10.0f} "
+            f"{n:14s} {r['median_s']:8.3f} {fmt(r['time_vs_darts'], '.2f'):>8s} {r['cpu_median_s']:8.3f} "
+            f"{fmt(r['cpu_time_vs_darts'], '.2f'):>8s} {r['peak_mb']:10.0f} "
             f"{fmt(r['memory_vs_darts'], '.2f'):>8s} {fmt(r['step_mb'], '.0f'):>8s} "
             f"{fmt(r['step_memory_vs_darts'], '.2f'):>8s}"
         )
