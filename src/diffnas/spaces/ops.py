@@ -127,11 +127,19 @@ class PoolBN(nn.Sequential):
         key = fastops.tensor_key(x, type(pool), pool.kernel_size, pool.stride, pool.padding)
         hit = cache.get(key)
         if hit is None:
-            p = pool(x)
-            y = self[1](p)
-            with torch.no_grad():
-                var, mean = torch.var_mean(p.detach(), (0, 2, 3), correction=1)
-            cache[key] = (x, y, mean, var)  # x is held so its memory is not reused while the cache lives
+            p, bn = pool(x), self[1]
+            if p.device.type != "cpu":  # (mixed precision on GPU: the module's own BN)
+                y = bn(p)
+                with torch.no_grad():
+                    var, mean = torch.var_mean(p.detach().float(), (0, 2, 3), correction=1)
+            else:
+                y, mean, invstd = torch.ops.aten.native_batch_norm(
+                    p, None, None, bn.running_mean, bn.running_var, True, fastops.bn_momentum(bn), bn.eps
+                )
+                with torch.no_grad():  # the batch variance, unbiased as in the running-statistics update
+                    n = p.numel() // p.shape[1]
+                    var = (invstd.detach().double().pow(-2) - bn.eps) * (n / max(n - 1, 1))
+            cache[key] = (x, y, mean.detach(), var)  # x is held so its memory is not reused while the cache lives
             return y
         fastops.update_running_stats(self[1], hit[2], hit[3])
         return hit[1]
