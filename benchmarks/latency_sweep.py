@@ -41,19 +41,19 @@ SEARCH = [
 ATTEMPTS = 4
 
 
-def search(weight: float, seed: int, out: Path, timeout: int) -> None:
+def search(weight: float, seed: int, out: Path, timeout: int, lock: bool = True) -> None:
     if (out / "summary.json").is_file():
         return
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "diffnas", "search", "--method", "rarts", *SEARCH, "--seed", str(seed)]
     cmd += ["--set", f"reg.latency={weight}", "--out", str(out), "--no-progress"]
     for attempt in range(ATTEMPTS):
-        run = (
-            cmd if attempt == 0 else [sys.executable, "-m", "diffnas", "search", "--resume", str(out), "--no-progress"]
-        )
-        proc = subprocess.run(
-            ["flock", LOCK, "timeout", str(timeout), *run], cwd=ROOT, env=env, capture_output=True, text=True
-        )
+        started = (out / "config.yaml").is_file()
+        resume = [sys.executable, "-m", "diffnas", "search", "--resume", str(out), "--no-progress"]
+        run = cmd if attempt == 0 and not started else resume
+        locked = ["flock", LOCK] if lock else []
+        cmd_line = [*locked, "timeout", str(timeout), *run]
+        proc = subprocess.run(cmd_line, cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode != 124:
             break
     if proc.returncode:
@@ -83,14 +83,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--timeout", type=int, default=590, help="seconds per locked search")
+    ap.add_argument("--no-lock", action="store_true", help="the caller holds the heavy-job lock")
+    ap.add_argument("--search-only", action="store_true", help="run the searches, time nothing")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency_sweep.json"))
     args = ap.parse_args()
     runs = {}
     for w in args.weights:
         out = ROOT / "runs" / "latency_sweep" / f"lat{w:g}-s{args.seed}"
-        search(w, args.seed, out, args.timeout)
+        search(w, args.seed, out, args.timeout, lock=not args.no_lock)
         runs[w] = out
         print(f"latency {w:g}: searched", flush=True)
+    if args.search_only:
+        return
     torch.set_num_threads(1)
     nets, rows = {}, []
     for w, out in runs.items():
@@ -99,7 +103,8 @@ def main() -> None:
         nets[w] = DerivedNetwork(g, 16, 6, 10, in_channels=1).eval()
         rows.append({"weight": w, "genotype": g.to_dict()})
     with open(LOCK, "a") as lock:  # time the derived networks while no other heavy job runs
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not args.no_lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         lat = time_nets(nets, args.rounds, args.reps)
     result = []
     for row in rows:

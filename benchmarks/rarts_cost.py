@@ -3,11 +3,11 @@
 Config: the proxy search scale (C=8, 5 cells, batch 64, 16x16 one-channel inputs, 10
 classes) on random data, CPU, one thread. Step time: methods alternate round by round
 (``--rounds`` x ``--steps`` steps each, after one warm-up step), medians of the per-round
-mean step time. Peak memory: each method in its own process (peak RSS grows only), the
-peak RSS after the steps minus the RSS before the method was built; also the bytes
-of the weights and their optimizer state.
+mean step time. Peak memory: each method in its own fresh process, its peak RSS
+(VmHWM) after the steps minus its RSS before the method was built; also the bytes of
+the weights and their momentum buffers.
 
-    flock /tmp/diffnas-heavy.lock python benchmarks/rarts_cost.py
+    flock /tmp/diffnas-heavy.lock python benchmarks/rarts_cost.py --rounds 4 --steps 3
 
 writes benchmarks/results/rarts_cost.json.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -62,9 +61,10 @@ def make(method: str):
     return m
 
 
-def rss_mb() -> float:
+def status_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process; unlike ru_maxrss, VmHWM does not inherit the parent's peak."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -78,11 +78,11 @@ def state_mb(m) -> float:
 def memory_child(method: str, steps: int) -> None:
     torch.set_num_threads(1)
     train, val = Stream(1), Stream(2)
-    base = rss_mb()
+    base = status_mb("VmRSS")
     m = make(method)
     for _ in range(steps):
         m.step(train.next(), val)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = status_mb("VmHWM")
     print(json.dumps({"peak_rss_mb": peak, "rss_before_mb": base, "weights_and_momentum_mb": state_mb(m)}))
 
 
@@ -92,11 +92,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
+    ap.add_argument("--memory-only", action="store_true", help="redo the memory part, keep the timings in --out")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rarts_cost.json"))
     args = ap.parse_args()
     if args.memory_child:
         return memory_child(args.memory_child, args.steps)
     torch.set_num_threads(1)
+    if args.memory_only:
+        result = json.loads(Path(args.out).read_text())
+        times = {name: result[name]["step_s_rounds"] for name in args.methods}
+        return finish(args, times, measure_memory(args))
     methods = {name: make(name) for name in args.methods}
     streams = {name: (Stream(1), Stream(2)) for name in args.methods}
     for name, m in methods.items():  # warm-up
@@ -110,6 +115,10 @@ def main() -> None:
             for _ in range(args.steps):
                 m.step(train.next(), val)
             times[name].append((time.perf_counter() - t0) / args.steps)
+    finish(args, times, measure_memory(args))
+
+
+def measure_memory(args) -> dict:
     memory = {}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for name in args.methods:
@@ -118,6 +127,10 @@ def main() -> None:
         mem = json.loads(out.strip().splitlines()[-1])
         mem["method_peak_mb"] = mem["peak_rss_mb"] - mem["rss_before_mb"]
         memory[name] = mem
+    return memory
+
+
+def finish(args, times: dict, memory: dict) -> None:
     result = {"config": {"search": SEARCH, "image_size": IMAGE, "classes": CLASSES, "device": "cpu", "threads": 1}}
     for name in args.methods:
         med = statistics.median(times[name])

@@ -38,21 +38,33 @@ def skips(genotype: dict, cell: str) -> int:
     return sum(op == "skip_connect" for op, _ in genotype[cell])
 
 
-def one_run(method: str, seed: int, out: Path, timeout: int, extra: list) -> dict:
+def one_run(method: str, seed: int, out: Path, timeout: int, extra: list, lock: bool = True) -> None:
     cmd = [sys.executable, "-m", "diffnas", "run", "--method", method, *PROXY, *extra, "--seed", str(seed)]
     cmd += ["--out", str(out), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     t0 = time.time()
     for attempt in range(ATTEMPTS):
         # a run cut at the lock's time limit continues from its last epoch checkpoint
-        run = cmd if attempt == 0 else [sys.executable, "-m", "diffnas", "run", "--resume", str(out), "--no-progress"]
+        started = (out / "search" / "config.yaml").is_file()
+        run = (
+            cmd
+            if attempt == 0 and not started
+            else [sys.executable, "-m", "diffnas", "run", "--resume", str(out), "--no-progress"]
+        )
+        locked = ["flock", LOCK] if lock else []
         proc = subprocess.run(
-            ["flock", LOCK, "timeout", str(timeout), *run], cwd=ROOT, env=env, capture_output=True, text=True
+            [*locked, "timeout", str(timeout), *run], cwd=ROOT, env=env, capture_output=True, text=True
         )
         if proc.returncode != 124:
             break
     if proc.returncode:
         raise SystemExit(f"{method} seed {seed} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    print(f"{method} seed {seed}: done in {time.time() - t0:.0f}s", flush=True)
+
+
+def read_run(method: str, seed: int, out: Path) -> dict | None:
+    if not (out / "train" / "result.json").is_file():
+        return None
     summary = json.loads((out / "search" / "summary.json").read_text())
     result = json.loads((out / "train" / "result.json").read_text())
     g = summary["genotype"]
@@ -66,8 +78,8 @@ def one_run(method: str, seed: int, out: Path, timeout: int, extra: list) -> dic
         "search_val_acc": summary["val_acc"],
         "search_s": summary["seconds"],
         "search_peak_memory_mb": summary["peak_memory_mb"],
+        "train_s": result.get("seconds"),
         "genotype": g,
-        "wall_s": time.time() - t0,
     }
 
 
@@ -100,24 +112,25 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["darts", "rarts"])
     ap.add_argument("--extra", nargs="*", default=[], help="more `diffnas run` flags for every run")
     ap.add_argument("--timeout", type=int, default=590, help="seconds per locked run")
+    ap.add_argument("--no-lock", action="store_true", help="the caller holds the heavy-job lock")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rarts_vs_darts.json"))
     args = ap.parse_args()
-    path = Path(args.out)
-    runs = json.loads(path.read_text())["runs"] if path.is_file() else []
-    have = {(r["method"], r["seed"]) for r in runs}
+    runs_dir = ROOT / "runs" / "rarts_vs_darts"
     for seed in args.seeds:
         for method in args.methods if seed % 2 == 0 else args.methods[::-1]:
-            if (method, seed) in have:
-                continue
-            r = one_run(method, seed, ROOT / "runs" / "rarts_vs_darts" / f"{method}-s{seed}", args.timeout, args.extra)
+            out = runs_dir / f"{method}-s{seed}"
+            if read_run(method, seed, out) is None:
+                one_run(method, seed, out, args.timeout, args.extra, lock=not args.no_lock)
+    # the table is rebuilt from every finished run directory, so parallel invocations do not race
+    runs = []
+    for d in sorted(runs_dir.glob("*-s*")):
+        method, _, seed = d.name.rpartition("-s")
+        r = read_run(method, int(seed), d)
+        if r is not None:
             runs.append(r)
-            print(
-                f"{method} seed {seed}: skips {r['skip_normal']}/{r['skip_reduce']} test {r['test_acc']:.4f} "
-                f"search {r['search_s']:.0f}s",
-                flush=True,
-            )
-            write(path, runs, args.methods, args)
-    write(path, runs, args.methods, args)
+    write(Path(args.out), runs, sorted({r["method"] for r in runs}), args)
+    for r in runs:
+        print(f"{r['method']} seed {r['seed']}: skips {r['skip_normal']}/{r['skip_reduce']} test {r['test_acc']:.4f}")
 
 
 if __name__ == "__main__":
