@@ -185,3 +185,20 @@ def test_bench_command_writes_json(tmp_path, capsys):
     assert report["config"]["channels"] == 4 and "cpu" in report["machine"]
     printed = capsys.readouterr().out
     assert "darts" in printed and "no-such-method" in printed
+
+
+def test_architecture_step_skips_the_weight_gradients_of_fast_blocks(monkeypatch):
+    """autograd.grad(loss, alphas) makes the fused blocks skip their weight gradients; a weight step does not."""
+    m = tiny_method("darts")
+    seen = []
+    will_run = fastops._will_run
+    monkeypatch.setattr(fastops, "_will_run", lambda node: seen.append(will_run(node)) or seen[-1])
+    loss, _ = m.loss(batch())
+    g_arch = torch.autograd.grad(loss, m.arch, retain_graph=True)
+    assert seen and not any(seen)
+    assert all(g is not None and g.abs().sum() > 0 for g in g_arch)
+    seen.clear()
+    g_w = torch.autograd.grad(loss, m.weights, allow_unused=True)
+    assert seen and all(seen)
+    convs = [p for p, g in zip(m.weights, g_w) if p.dim() == 4]
+    assert all(g is not None for p, g in zip(m.weights, g_w) if p.dim() == 4) and convs

@@ -93,6 +93,8 @@ class _ReluConvBN(torch.autograd.Function):
         ctx.conf = (stride, padding, dilation, groups)
         ctx.bn_eps = bn.eps
         ctx.save_for_backward(x, w1, w2, y, invstd)
+        # the weights come in as views (see _needed): their nodes tell whether this backward wants them
+        ctx.weight_nodes = (getattr(w1, "grad_fn", None), getattr(w2, "grad_fn", None))
         return y
 
     @staticmethod
@@ -117,13 +119,14 @@ class _ReluConvBN(torch.autograd.Function):
         )[0]
         r = F.relu(x)  # recomputed, not stored
         g2 = None
+        want_w1, want_w2 = (ctx.needs_input_grad[i] and _will_run(ctx.weight_nodes[i - 1]) for i in (1, 2))
         if w2 is not None:
             a = F.conv2d(r, w1, None, stride, padding, dilation, groups)  # recomputed, not stored
             ga, g2, _ = torch.ops.aten.convolution_backward(
-                ga, a, w2, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (True, ctx.needs_input_grad[2], False)
+                ga, a, w2, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (True, want_w2, False)
             )
             del a
-        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        want_x, want_w = ctx.needs_input_grad[0], want_w1
         args = (ga, r, w1, None, (stride,) * 2, (padding,) * 2, (dilation,) * 2, False, (0, 0), groups)
         k = w1.shape[-1]
         depthwise = groups == x.shape[1] == w1.shape[0] and w1.shape[1] == 1
@@ -135,6 +138,17 @@ class _ReluConvBN(torch.autograd.Function):
             gr, g1, _ = torch.ops.aten.convolution_backward(*args, (want_x, want_w, False))
         gx = torch.ops.aten.threshold_backward(gr, r, 0) if want_x else None
         return gx, g1, g2, None, None, None, None, None
+
+
+def _as_view(w):
+    """A view of a weight that needs a gradient: its node shows whether a backward pass will use it."""
+    return w.view_as(w) if w is not None and w.requires_grad and torch.is_grad_enabled() else w
+
+
+def _will_run(node) -> bool:
+    """False when the running backward does not need this weight's gradient (an architecture step's
+    ``autograd.grad(loss, alphas)``): the depthwise weight gradient is the dearest part of the step."""
+    return node is None or torch._C._will_engine_execute_node(node)
 
 
 def _plain_backward(ctx, gy, x, w1, w2, eps):
@@ -154,9 +168,11 @@ def _plain_backward(ctx, gy, x, w1, w2, eps):
 
 def dil_conv_bn(x, dw, pw, bn) -> torch.Tensor:
     """The fast DilConv: ``dw``/``pw`` are the depthwise and 1x1 ``nn.Conv2d``, ``bn`` the BN module."""
-    return _ReluConvBN.apply(x, dw.weight, pw.weight, bn, dw.stride[0], dw.padding[0], dw.dilation[0], dw.groups)
+    w1, w2 = _as_view(dw.weight), _as_view(pw.weight)
+    return _ReluConvBN.apply(x, w1, w2, bn, dw.stride[0], dw.padding[0], dw.dilation[0], dw.groups)
 
 
 def relu_conv_bn(x, conv, bn) -> torch.Tensor:
     """The fast ReLUConvBN (the cells' input preprocessing, NASP's conv ops): one square conv, then BN."""
-    return _ReluConvBN.apply(x, conv.weight, None, bn, conv.stride[0], conv.padding[0], conv.dilation[0], conv.groups)
+    w = _as_view(conv.weight)
+    return _ReluConvBN.apply(x, w, None, bn, conv.stride[0], conv.padding[0], conv.dilation[0], conv.groups)
