@@ -161,7 +161,7 @@ def test_proximity_on_softmax_descends_toward_the_projection():
     masks = {t: discrete_mask(m.space, t, m.relax.weights(t).detach()) for t in CELL_TYPES}
 
     def distance():
-        return sum(float(torch.linalg.vector_norm(m.relax.weights(t) - masks[t])) for t in CELL_TYPES)
+        return sum(float(torch.linalg.vector_norm(m.relax.weights(t).detach() - masks[t])) for t in CELL_TYPES)
 
     before = distance()
     g = torch.autograd.grad(m.regularization(), m.arch)
