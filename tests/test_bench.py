@@ -63,6 +63,10 @@ def test_fast_conv_ops_match_autograd_on_the_plain_modules(plain, name, stride, 
         assert torch.allclose(a, b, atol=1e-9), (a - b).abs().max()
     for a, b in zip(bn_buffers(op), bn_buffers(ref)):
         assert torch.allclose(a.double(), b.double(), atol=1e-12)
+    # the input gradient alone (an architecture step: no weight gradients wanted) is the same
+    x2 = x.detach().clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(op(x2), x2, gy)
+    assert torch.allclose(gx, g0[0], atol=1e-9)
 
 
 def test_fast_conv_second_order_gradient_is_exact():

@@ -117,26 +117,34 @@ class _ReluConvBN(torch.autograd.Function):
             0.0,
             (True, False, False),
         )[0]
-        r = F.relu(x)  # recomputed, not stored
-        g2 = None
+        want_x = ctx.needs_input_grad[0]
         want_w1, want_w2 = (ctx.needs_input_grad[i] and _will_run(ctx.weight_nodes[i - 1]) for i in (1, 2))
-        if w2 is not None:
-            a = F.conv2d(r, w1, None, stride, padding, dilation, groups)  # recomputed, not stored
+        want_w2 = want_w2 and w2 is not None
+        # recomputed, not stored; only weight gradients need them (an architecture step needs neither)
+        r = F.relu(x) if want_w1 or want_w2 else None
+        g2 = None
+        if want_w2:
+            a = F.conv2d(r, w1, None, stride, padding, dilation, groups)
             ga, g2, _ = torch.ops.aten.convolution_backward(
-                ga, a, w2, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (True, want_w2, False)
+                ga, a, w2, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1, (True, True, False)
             )
             del a
-        want_x, want_w = ctx.needs_input_grad[0], want_w1
-        args = (ga, r, w1, None, (stride,) * 2, (padding,) * 2, (dilation,) * 2, False, (0, 0), groups)
+        elif w2 is not None:
+            ga = F.conv2d(ga, w2.transpose(0, 1))  # input gradient of a 1x1 conv
+        # (the input only gives its shape when no weight gradient is wanted)
+        args = (ga, x if r is None else r, w1, None, (stride,) * 2, (padding,) * 2, (dilation,) * 2, False, (0, 0))
+        args = (*args, groups)
         k = w1.shape[-1]
         depthwise = groups == x.shape[1] == w1.shape[0] and w1.shape[1] == 1
         if depthwise and k > 1 and stride == 1 and w1.shape[-2] == k and padding == dilation * (k - 1) // 2:
             # stride-1 transposed depthwise conv = depthwise conv with the flipped kernel (fast on CPU)
             gr = F.conv2d(ga, w1.flip((2, 3)), None, 1, padding, dilation, groups) if want_x else None
-            g1 = torch.ops.aten.convolution_backward(*args, (False, True, False))[1] if want_w else None
+            g1 = torch.ops.aten.convolution_backward(*args, (False, True, False))[1] if want_w1 else None
+        elif want_x or want_w1:
+            gr, g1, _ = torch.ops.aten.convolution_backward(*args, (want_x, want_w1, False))
         else:
-            gr, g1, _ = torch.ops.aten.convolution_backward(*args, (want_x, want_w, False))
-        gx = torch.ops.aten.threshold_backward(gr, r, 0) if want_x else None
+            gr, g1 = None, None
+        gx = torch.ops.aten.threshold_backward(gr, x, 0) if want_x else None  # relu'(x): x > 0 where r > 0
         return gx, g1, g2, None, None, None, None, None
 
 
