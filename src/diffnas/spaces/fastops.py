@@ -131,12 +131,19 @@ class _ReluConvBN(torch.autograd.Function):
             del a
         elif w2 is not None:
             ga = F.conv2d(ga, w2.transpose(0, 1))  # input gradient of a 1x1 conv
+        k = w1.shape[-1]
+        depthwise = groups == x.shape[1] == w1.shape[0] and w1.shape[1] == 1
+        same = depthwise and k > 1 and w1.shape[-2] == k and padding == dilation * (k - 1) // 2
+        if same and stride == 2 and tuple(ga.shape[-2:]) == tuple(-(-n // 2) for n in x.shape[-2:]):
+            # a stride-2 conv's gradients = the stride-1 conv's, with the output gradient spread onto the
+            # even positions (zeros between): avoids PyTorch's slow strided depthwise backward on CPU
+            up = torch.zeros_like(x, dtype=ga.dtype)
+            up[:, :, ::2, ::2] = ga
+            ga, stride = up, 1
         # (the input only gives its shape when no weight gradient is wanted)
         args = (ga, x if r is None else r, w1, None, (stride,) * 2, (padding,) * 2, (dilation,) * 2, False, (0, 0))
         args = (*args, groups)
-        k = w1.shape[-1]
-        depthwise = groups == x.shape[1] == w1.shape[0] and w1.shape[1] == 1
-        if depthwise and k > 1 and stride == 1 and w1.shape[-2] == k and padding == dilation * (k - 1) // 2:
+        if same and stride == 1:
             # stride-1 transposed depthwise conv = depthwise conv with the flipped kernel (fast on CPU)
             gr = F.conv2d(ga, w1.flip((2, 3)), None, 1, padding, dilation, groups) if want_x else None
             g1 = torch.ops.aten.convolution_backward(*args, (False, True, False))[1] if want_w1 else None
