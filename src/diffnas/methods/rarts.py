@@ -43,6 +43,12 @@ def _grads(loss: torch.Tensor, params: Params) -> list:
     return list(torch.autograd.grad(loss, list(params), allow_unused=True))
 
 
+def _value_and_grads(closure: Callable[[], torch.Tensor], params: Params) -> tuple[float, list]:
+    """The closure's value and its gradients; the graph goes out of scope here, before the next forward."""
+    loss = closure()
+    return loss.item(), _grads(loss, params)
+
+
 def _coupled(grads: list, scale: float, params: Params, other: Params, beta: float) -> list:
     """scale * grad + beta * (p - q): the gradient of scale * loss + beta/2 ||p - q||^2 in p."""
     out = []
@@ -85,28 +91,23 @@ def rarts_step(
     tied = len(y) == len(w) and all(p is q for p, q in zip(w, y))
     out = {}
     # 1. the auxiliary network w on L_t, pulled towards y
-    lt = loss_t()
-    update_w(w, _coupled(_grads(lt, w), lam, w, y, 0.0 if tied else beta))
-    out["loss_t"] = lt.item()
+    out["loss_t"], g = _value_and_grads(loss_t, w)
+    update_w(w, _coupled(g, lam, w, y, 0.0 if tied else beta))
     # 2. the primary network y on L_v, pulled towards the new w
     if not tied:
-        lv = loss_v()
-        update_y(y, _coupled(_grads(lv, y), 1.0, y, w, beta))
-        out["loss_v"] = lv.item()
+        out["loss_v"], g = _value_and_grads(loss_v, y)
+        update_y(y, _coupled(g, 1.0, y, w, beta))
     if update_alpha is None:
         return out
     # 3. alpha on lambda L_t(w^{t+1}) + L_v(y^{t+1}) (+ penalty); one graph alive at a time
-    lt = loss_t()
-    g_t = _grads(lt, alpha)
-    lv = loss_v()
-    g_v = _grads(lv, alpha)
+    out["arch_loss_t"], g_t = _value_and_grads(loss_t, alpha)
+    out["arch_loss_v"], g_v = _value_and_grads(loss_v, alpha)
     grads = [_add(None if a is None else lam * a, b) for a, b in zip(g_t, g_v)]
     if penalty is not None:
         p = penalty()
         if torch.is_tensor(p) and p.requires_grad:
             grads = [_add(g, e) for g, e in zip(grads, _grads(p, alpha))]
     update_alpha(alpha, grads)
-    out.update(arch_loss_t=lt.item(), arch_loss_v=lv.item())
     if tied:
         out["loss_v"] = out["arch_loss_v"]
     return out
@@ -184,8 +185,9 @@ class RARTS(SearchMethod):
 
         def loss_on(key, net, b):
             def closure():
-                loss, logits[key] = self.loss(b, net)
-                first_acc.setdefault(key, accuracy(logits[key], b[1]))
+                loss, out = self.loss(b, net)
+                logits[key] = out.detach()  # no reference to the graph survives the closure's caller
+                first_acc.setdefault(key, accuracy(out, b[1]))
                 return loss
 
             return closure
