@@ -106,6 +106,20 @@ def run(out=None, resume=None, config=None, preset=None, progress=True, **overri
     return s, t
 
 
+def sweep(out, methods=None, seeds=None, grid=None, config=None, preset=None, **options):
+    """Many trials, methods x grid values x seeds, each a fresh ``run`` process: see ``diffnas.sweep``.
+
+    ``grid``: ``{"search.a_lr": ["3e-4", "6e-4"]}`` or ``["search.a_lr=3e-4,6e-4"]``. ``options``: the
+    sweep's ``backend``, ``workers``, ``address``, ``cpus_per_trial``, ``gpus_per_trial``, ``search_only``
+    and ``log``; any other keyword is a config override for every trial, as in ``run``.
+    """
+    from . import sweep as _sweep
+
+    keys = ("backend", "workers", "address", "cpus_per_trial", "gpus_per_trial", "search_only", "log")
+    kwargs = {k: options.pop(k) for k in keys if k in options}
+    return _sweep.run_sweep(out, methods, seeds, grid, config=config, preset=preset, overrides=options, **kwargs)
+
+
 def _train_overrides(search_dir) -> dict:
     saved = RunDir(search_dir).read_config()
     return {k: saved[k] for k in ("dataset", "data_dir", "subset", "image_size", "seed", "device", "train")}

@@ -104,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parts(p)
     _add_common(p, None)
 
+    p = sub.add_parser("sweep", help="many trials (methods x seeds x grid values), each a `run`; local pool or Ray")
+    p.add_argument("--out", required=True, help="sweep directory: a run directory per trial, trials.jsonl, summary.csv")
+    p.add_argument("--method", help="comma-separated methods")
+    p.add_argument("--seeds", help="comma-separated seeds")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="config key and its values")
+    p.add_argument("--workers", type=int, help="trials at a time (local: default 1; ray: default all)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--address", help="Ray cluster to connect to (default: RAY_ADDRESS or a new local Ray)")
+    p.add_argument("--gpus-per-trial", type=float, default=0)
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="also the trial's OMP_NUM_THREADS")
+    p.add_argument("--search-only", action="store_true", help="each trial is a `search`, no retraining")
+    p.add_argument("--space")
+    _add_parts(p)
+    _add_common(p, None)
+
     p = sub.add_parser("show", help="print a genotype and draw its cells (and the architecture weights of a run)")
     p.add_argument("target", help="a run directory or a genotype.json")
 
@@ -161,6 +176,8 @@ def _dispatch(args, parser) -> int:
 
     if args.command == "bench":
         return _bench(args)
+    if args.command == "sweep":
+        return _sweep(args)
 
     progress = not args.no_progress
     if args.command == "search":
@@ -191,6 +208,31 @@ def _dispatch(args, parser) -> int:
         print(api.summary_lines(search=s, train=t))
         print(f"pictures and files: {Path(t.run_dir).parent}")
     return 0
+
+
+def _sweep(args) -> int:
+    from .sweep import format_table, parse_list
+
+    overrides = _overrides(args, None)
+    method, seed = overrides.pop("method", None), overrides.pop("seed", None)
+    result = api.sweep(
+        args.out,
+        methods=parse_list(args.method) or ([method] if method else None),
+        seeds=parse_list(args.seeds, int) or ([seed] if seed is not None else None),
+        grid=args.grid,
+        backend=args.backend,
+        workers=args.workers,
+        address=args.address,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        search_only=args.search_only,
+        config=args.config,
+        preset=args.preset,
+        **overrides,
+    )
+    print(format_table(result.records))
+    print(f"trials: {result.out / 'trials.jsonl'}, {result.out / 'summary.csv'}")
+    return 2 if result.failed else 0
 
 
 def _bench(args) -> int:
