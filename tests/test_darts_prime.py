@@ -96,6 +96,26 @@ def test_fimt_reads_the_unclipped_fisher_trace_of_the_weights():
     assert m2.schedule.fisher == pytest.approx(expected, rel=1e-4)
 
 
+def test_fimt_reads_the_unclipped_weight_gradient_under_other_methods():
+    """The pre-clip norm is kept by the one weight update every method uses: FIMT composes with any."""
+    b, v = batch(), FixedBatches(batch(seed=1))
+    m = tiny_method("rarts", search={"schedule": "fimt", "grad_clip": 1e-3})
+    m.epoch_start(0, 10)
+    loss, _ = m.loss(b, m.net)  # y starts as a copy of w, so w's first gradient is lambda * grad L_t
+    grads = torch.autograd.grad(loss, m.weights, allow_unused=True)
+    expected = sum(float((g**2).sum()) for g in grads if g is not None)
+    m.step(b, v)
+    assert m.schedule.fisher == pytest.approx(expected, rel=1e-4)
+    for name in ("darts-cd", "nasp"):
+        m = tiny_method(
+            name, space="darts-nonone" if name == "nasp" else "darts", search={"schedule": "fimt", "grad_clip": 1e-3}
+        )
+        m.epoch_start(0, 10)
+        m.step(b, v)
+        assert m.schedule.fisher == pytest.approx(float(m.last_grad_norm) ** 2, rel=1e-5)
+        assert m.schedule.fisher > 1e-4  # the unclipped value, not the clipped 1e-6
+
+
 def test_fimt_draws_val_batches_only_when_triggered():
     m = tiny_method("darts", search={"schedule": "fimt:r=2,h0=1e9"})  # huge threshold: step, then adapt
     m.epoch_start(0, 8)

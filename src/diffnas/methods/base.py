@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..engine.distributed import average_gradients
 from ..regularizers import build_regularizers
 from ..relax import build_relaxation
 from ..schedules import build_schedule
@@ -24,8 +25,13 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def set_grads(params, grads) -> None:
-    """Install ``autograd.grad`` results; params without a gradient get ``None`` and are skipped by the optimizer."""
-    for p, g in zip(params, grads):
+    """Install ``autograd.grad`` results; params without a gradient get ``None`` and are skipped by the optimizer.
+
+    Every optimizer step of every method takes its gradients from here, so this is where a
+    multi-process run (torchrun) averages them over the ranks (``engine/distributed.py``);
+    in a single process the gradients are installed as they are.
+    """
+    for p, g in zip(params, average_gradients(params, grads)):
         p.grad = g
 
 
@@ -52,6 +58,7 @@ class SearchMethod:
         self.epoch, self.epochs = 0, s.epochs
         self.step_in_epoch, self.steps_per_epoch = 0, 1
         self.arch_steps = 0
+        self.last_grad_norm = None  # pre-clip norm of the last weight gradient (read by the FIMT schedule)
 
     def make_supernet(self) -> nn.Module:
         s = self.cfg.search
@@ -114,6 +121,20 @@ class SearchMethod:
         for r in self.regularizers:
             r.after_arch_step(self)
 
+    def apply_weight_grads(self, params, grads, opt=None, record_norm: bool = True) -> None:
+        """Install weight gradients, clip them and step ``opt`` (default the weight optimizer).
+
+        Every method's weight update goes through here, so the pre-clip gradient norm that
+        DARTS-PRIME's FIMT schedule reads (``last_grad_norm``) exists under any method.
+        """
+        set_grads(params, grads)
+        norm = None
+        if self.cfg.search.grad_clip:
+            norm = nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.cfg.search.grad_clip)
+        if record_norm:
+            self.last_grad_norm = norm
+        (opt or self.w_opt).step()
+
     def first_order_arch_step(self, val_batch) -> dict:
         loss, logits = self.loss(val_batch)
         total = loss + self.regularization()
@@ -123,13 +144,7 @@ class SearchMethod:
 
     def weight_step(self, batch) -> dict:
         loss, logits = self.loss(batch)
-        set_grads(self.weights, torch.autograd.grad(loss, self.weights, allow_unused=True))
-        self.last_grad_norm = None  # the pre-clip gradient norm (DARTS-PRIME's FIMT schedule reads it)
-        if self.cfg.search.grad_clip:
-            self.last_grad_norm = nn.utils.clip_grad_norm_(
-                [p for p in self.weights if p.grad is not None], self.cfg.search.grad_clip
-            )
-        self.w_opt.step()
+        self.apply_weight_grads(self.weights, torch.autograd.grad(loss, self.weights, allow_unused=True))
         self.step_in_epoch += 1
         return {"loss": loss.item(), "acc": accuracy(logits, batch[1])}
 

@@ -127,10 +127,7 @@ class DARTSCD(_SignWarmup):
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for p in self.weights:
             p.grad = None
-        set_grads(params, grads)
-        if self.cfg.search.grad_clip:
-            nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.cfg.search.grad_clip)
-        self.w_opt.step()
+        self.apply_weight_grads(params, grads)
         self.step_in_epoch += 1
         return {"loss": loss.item(), "acc": accuracy(logits, batch[1])}
 

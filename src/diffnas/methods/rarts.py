@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn as nn
 
 from ..errors import ConfigError
-from .base import SearchMethod, accuracy, set_grads
+from .base import SearchMethod, accuracy
 
 Params = Sequence[torch.Tensor]
 Update = Callable[[Params, list], None]
@@ -164,13 +163,9 @@ class RARTS(SearchMethod):
             self.y_lr_schedule.step()
 
     def _optimizer_update(self, opt) -> Callable:
-        clip = self.cfg.search.grad_clip
-
         def update(params, grads):
-            set_grads(params, grads)
-            if clip:
-                nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip)
-            opt.step()
+            # the FIMT schedule reads w's gradient norm (the network trained on the train split), not y's
+            self.apply_weight_grads(params, grads, opt, record_norm=opt is self.w_opt)
 
         return update
 
