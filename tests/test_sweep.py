@@ -205,3 +205,28 @@ def test_a_killed_trial_resumes(tmp_path, data):
     assert r["status"] == "ok" and r["resumed"] is True
     log = (out / "darts" / "trial.log").read_text()
     assert "$ diffnas search --resume" in log
+
+
+# -- Ray ------------------------------------------------------------------------------------
+def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert cli.main(["sweep", "--out", str(tmp_path / "sw"), "--backend", "ray", "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'diffnas[ray]'" in err
+
+
+def test_ray_backend_runs_the_trials_as_ray_tasks(tmp_path, data, monkeypatch):
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    out = tmp_path / "sw"
+    try:
+        code = sweep(out, data, "--backend", "ray", "--search-only", "--seeds", "0,1", "--grid", "search.epochs=1,0")
+    finally:
+        ray.shutdown()
+    assert code == 2
+    records = load_records(out)
+    assert [records[f"darts__search.epochs=1__s{s}"]["status"] for s in (0, 1)] == ["ok", "ok"]
+    assert records["darts__search.epochs=0__s0"]["status"] == "failed"
+    assert (out / "darts__search.epochs=1__s1" / "search" / "summary.json").is_file()
+    assert sorted(rows(out)) == sorted(records)
