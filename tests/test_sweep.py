@@ -230,3 +230,13 @@ def test_ray_backend_runs_the_trials_as_ray_tasks(tmp_path, data, monkeypatch):
     assert records["darts__search.epochs=0__s0"]["status"] == "failed"
     assert (out / "darts__search.epochs=1__s1" / "search" / "summary.json").is_file()
     assert sorted(rows(out)) == sorted(records)
+
+
+def test_local_gpu_slots_get_their_own_devices():
+    from diffnas.sweep import _slot_env
+
+    assert _slot_env(0, 0, ["0", "1"]) == {}
+    assert _slot_env(3, 1, []) == {}  # no GPU: nothing set
+    assert [_slot_env(s, 1, ["0", "1"])["CUDA_VISIBLE_DEVICES"] for s in range(3)] == ["0", "1", "0"]
+    assert [_slot_env(s, 0.5, ["0", "1"])["CUDA_VISIBLE_DEVICES"] for s in range(4)] == ["0", "0", "1", "1"]
+    assert _slot_env(1, 2, ["4", "5", "6", "7"]) == {"CUDA_VISIBLE_DEVICES": "6,7"}
