@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .config import Config, merge, resolve, validate
+from .engine import distributed
 from .engine.rundir import RunDir
 from .engine.search import SearchResult
 from .engine.search import search as _search
@@ -47,10 +48,14 @@ def _default_out(kind: str, cfg) -> Path:
 
 
 def draw(run_dir, genotype: Genotype) -> list[Path]:
-    """Cell pictures next to the genotype, and the architecture-weight plots of a search; never fatal."""
+    """Cell pictures next to the genotype, and the architecture-weight plots of a search; never fatal.
+
+    In a multi-process run only rank 0 draws."""
     from .report import draw_genotype, plot_arch_weights
 
     paths = []
+    if not distributed.is_main():
+        return paths
     try:
         paths += draw_genotype(genotype, run_dir)
     except DiffnasError as e:

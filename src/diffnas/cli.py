@@ -185,7 +185,7 @@ def _dispatch(args, parser) -> int:
         result = api.search(
             out=args.out, resume=args.resume, config=args.config, preset=args.preset, progress=progress, **overrides
         )
-        print(api.summary_lines(search=result))
+        _print(api.summary_lines(search=result))
     elif args.command == "train":
         if not (args.genotype or args.resume):
             parser.error("train needs --genotype (or --resume RUN_DIR)")
@@ -199,15 +199,23 @@ def _dispatch(args, parser) -> int:
             progress=progress,
             **overrides,
         )
-        print(api.summary_lines(train=result))
+        _print(api.summary_lines(train=result))
     elif args.command == "run":
         overrides = _overrides(args, None)
         s, t = api.run(
             out=args.out, resume=args.resume, config=args.config, preset=args.preset, progress=progress, **overrides
         )
-        print(api.summary_lines(search=s, train=t))
-        print(f"pictures and files: {Path(t.run_dir).parent}")
+        _print(api.summary_lines(search=s, train=t))
+        _print(f"pictures and files: {Path(t.run_dir).parent}")
     return 0
+
+
+def _print(text: str) -> None:
+    """Summaries: printed once, by rank 0 of a multi-process (torchrun) run."""
+    from .engine.distributed import is_main
+
+    if is_main():
+        print(text)
 
 
 def _sweep(args) -> int:

@@ -93,6 +93,11 @@ class BatchStream:
 
     Draws ``x_uint8[indices]`` in an order reshuffled every epoch, forever. ``state_dict()`` is
     ``{'epoch': k, 'pos': i}``: epoch ``k`` of which ``i`` batches were already taken.
+
+    ``part=(rank, world)`` (data parallelism): ``batch_size`` is the global batch; the stream
+    draws and augments the whole global batch, exactly as a single process would, and returns
+    this rank's contiguous ``1/world`` of it. Every rank so consumes the RNG alike, and the
+    ranks' parts together are the single-process batch.
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class BatchStream:
         augment: Augment | None = None,
         device: str | torch.device = "cpu",
         drop_last: bool = True,
+        part: tuple[int, int] | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -122,6 +128,7 @@ class BatchStream:
         self.augment = augment
         self.device = torch.device(device)
         self.drop_last = drop_last
+        self.part = part if part is not None and part[1] > 1 else None
         if n <= self.batch_size:
             self.steps_per_epoch = 1
         elif drop_last:
@@ -165,6 +172,12 @@ class BatchStream:
         xb = _normalize(xb, self.mean, self.std)
         if aug is not None and aug.cutout > 0:
             xb = cutout(xb, aug.cutout)
+        if self.part is not None:
+            rank, world = self.part
+            per = len(yb) // world  # equal parts; only a global batch smaller than batch_size leaves a remainder
+            if per == 0:
+                raise DataError(f"a batch of {len(yb)} images cannot be split over {world} processes")
+            xb, yb = xb[rank * per : (rank + 1) * per], yb[rank * per : (rank + 1) * per]
         return xb, yb
 
     __next__ = next

@@ -10,6 +10,7 @@ from typing import Protocol
 import torch
 
 from ..errors import TrainingDiverged
+from . import distributed
 from .rundir import RunDir, rng_state, set_rng_state
 
 
@@ -24,9 +25,8 @@ class Job(Protocol):
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``auto``: CUDA when present. Under torchrun: this rank's device, in the joined process group."""
+    return distributed.setup(name)
 
 
 def run_epochs(
@@ -39,7 +39,8 @@ def run_epochs(
 
     After each epoch: append to metrics.jsonl, TensorBoard, atomic checkpoint with RNG
     states, then the callbacks. A non-finite loss stops the run with the last good
-    checkpoint kept.
+    checkpoint kept. In a multi-process run only rank 0's ``run`` writes (see ``RunDir``);
+    every rank resumes from rank 0's checkpoint.
     """
     start = 0
     if resume:
@@ -65,6 +66,7 @@ def run_epochs(
         run.append("metrics.jsonl", record)
         run.scalars(epoch, record)
         run.save_checkpoint({"epoch": epoch, "job": job.state_dict(), "rng": rng_state()})
+        distributed.barrier()  # rank 0's checkpoint is complete before any rank goes on (or is killed)
         records.append(record)
         for cb in callbacks or []:
             cb(epoch, record)

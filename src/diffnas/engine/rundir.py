@@ -72,20 +72,26 @@ def seed_everything(seed: int) -> None:
 
 
 class RunDir:
-    def __init__(self, path, tensorboard: bool = True):
+    """``write=False`` (the ranks other than 0 of a multi-process run): reads work, every write is skipped."""
+
+    def __init__(self, path, tensorboard: bool = True, write: bool = True):
         self.path = Path(path)
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DiffnasError(f"{self.path}: cannot create run directory ({e.strerror})") from None
+        self.write = write
+        if write:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DiffnasError(f"{self.path}: cannot create run directory ({e.strerror})") from None
         self._tb = None
-        self._tensorboard = tensorboard
+        self._tensorboard = tensorboard and write
 
     def file(self, name: str) -> Path:
         return self.path / name
 
     # -- config -------------------------------------------------------------------------------
     def write_config(self, cfg: dict, name: str = "config.yaml") -> None:
+        if not self.write:
+            return
         self.file(name).write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     def read_config(self, name: str = "config.yaml") -> dict:
@@ -96,18 +102,22 @@ class RunDir:
 
     # -- logs -------------------------------------------------------------------------------
     def append(self, name: str, record: dict) -> None:
+        if not self.write:
+            return
         with open(self.file(name), "a") as f:
             f.write(json.dumps(_jsonable(record)) + "\n")
 
     def truncate_log(self, name: str, key: str, keep_below: int) -> None:
         """On resume, drop log lines the killed run wrote after its last checkpoint."""
         path = self.file(name)
-        if not path.is_file():
+        if not self.write or not path.is_file():
             return
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line)[key] < keep_below]
         path.write_text("".join(line + "\n" for line in kept))
 
     def write_json(self, name: str, data: dict) -> None:
+        if not self.write:
+            return
         self.file(name).write_text(json.dumps(_jsonable(data), indent=1) + "\n")
 
     def scalars(self, step: int, values: dict) -> None:
@@ -129,6 +139,8 @@ class RunDir:
 
     # -- checkpoint ----------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
+        if not self.write:
+            return
         atomic_write_bytes(self.file(CHECKPOINT), lambda f: torch.save(state, f))
 
     def load_checkpoint(self) -> dict | None:

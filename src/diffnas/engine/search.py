@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch.nn as nn
 from tqdm import tqdm
 
 from ..config import Config
@@ -14,9 +15,30 @@ from ..data import Augment, BatchStream, eval_batches, load_dataset, split_indic
 from ..errors import TrainingDiverged
 from ..methods import build_method
 from ..spaces import CELL_TYPES, Genotype, get_space
+from . import distributed
 from .loop import resolve_device, run_epochs
 from .rundir import RunDir, seed_everything
 from .system import peak_memory_mb, reset_peak_memory
+
+# per-step numbers measured on the batch: averaged over the ranks of a multi-process run
+DATA_KEYS = ("loss", "acc", "arch_loss", "arch_acc", "arch_loss_t", "loss_y", "acc_y")
+
+
+def method_modules(method) -> list:
+    """The method's networks (supernet, RARTS's second one, ...), for averaging BatchNorm statistics."""
+    return [v for v in vars(method).values() if isinstance(v, nn.Module)]
+
+
+def sharded_evaluate(evaluate, x, y, batch_size: int, **kwargs) -> dict:
+    """``evaluate`` on this rank's part of (x, y); the ranks' means combined into the full set's means."""
+    part = distributed.shard_range(len(y))
+    result = evaluate(eval_batches(x[part], y[part], batch_size, **kwargs))
+    if distributed.world_size() == 1:
+        return result
+    n = part.stop - part.start
+    keys = sorted(k for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    sums = distributed.sum_values([result[k] * n for k in keys] + [n])
+    return {**result, **{k: s / max(sums[-1], 1) for k, s in zip(keys, sums)}}
 
 
 @dataclass
@@ -34,13 +56,15 @@ class SearchJob:
         self.cfg, self.run, self.progress = cfg, run, progress
         s = cfg.search
         self.device = resolve_device(cfg.device)
+        distributed.check_batch_size(s.batch_size, "search.batch_size")
         seed_everything(cfg.seed)
         data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
         self.data = data
         train_idx, val_idx = split_indices(len(data.train_y), s.train_portion, cfg.seed)
         pad = s.crop_padding if s.crop_padding is not None else data.image_size // 8
         augment = Augment(crop_padding=pad, flip=data.flip, cutout=s.cutout)
-        common = dict(mean=data.mean, std=data.std, augment=augment, device=self.device)
+        part = (distributed.rank(), distributed.world_size())
+        common = dict(mean=data.mean, std=data.std, augment=augment, device=self.device, part=part)
         self.train = BatchStream(data.train_x, data.train_y, train_idx, s.batch_size, seed=cfg.seed, **common)
         self.val = BatchStream(data.train_x, data.train_y, val_idx, s.batch_size, seed=cfg.seed + 1, **common)
         self.val_idx = val_idx
@@ -53,9 +77,10 @@ class SearchJob:
         steps = self.train.steps_per_epoch
         m.epoch_start(epoch, steps)
         sums: dict = {}
-        bar = tqdm(range(steps), desc=f"search {epoch + 1}/{self.epochs}", leave=False, disable=not self.progress)
+        show = self.progress and distributed.is_main()
+        bar = tqdm(range(steps), desc=f"search {epoch + 1}/{self.epochs}", leave=False, disable=not show)
         for i in bar:
-            rec = m.step(self.train.next(), self.val)
+            rec = distributed.mean_values(m.step(self.train.next(), self.val), DATA_KEYS)
             loss = rec.get("loss", 0.0)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -69,15 +94,15 @@ class SearchJob:
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{rec.get('acc', 0):.2f}")
         lr = m.w_lr
         m.epoch_end()
+        distributed.average_buffers(*method_modules(m))  # BN running statistics: the same on every rank
         x, y = self.data.train_x[self.val_idx], self.data.train_y[self.val_idx]
-        evaluation = m.evaluate(
-            eval_batches(
-                x, y, 4 * self.cfg.search.batch_size, mean=self.data.mean, std=self.data.std, device=self.device
-            )
+        evaluation = sharded_evaluate(
+            m.evaluate, x, y, 4 * self.cfg.search.batch_size, mean=self.data.mean, std=self.data.std, device=self.device
         )
         genotype = m.genotype()
         self.run.append("genotypes.jsonl", {"epoch": epoch, "genotype": genotype.to_dict()})
-        genotype.save(self.run.file("genotype.json"))
+        if self.run.write:
+            genotype.save(self.run.file("genotype.json"))
         means = {f"train_{k}" if k in ("loss", "acc") else k: sum(v) / len(v) for k, v in sums.items()}
         return {
             **means,
@@ -102,8 +127,8 @@ class SearchJob:
 
 def search(cfg: Config, out, resume: bool = False, progress: bool = True, callbacks=None) -> SearchResult:
     """Run (or resume) a search; writes the run directory and returns the final genotype."""
-    run = RunDir(out)
-    if not resume:
+    run = RunDir(out, write=distributed.is_main())  # a multi-process run: only rank 0 writes
+    if not resume and run.write:
         for name in ("metrics.jsonl", "steps.jsonl", "genotypes.jsonl", "checkpoint.pt"):
             run.file(name).unlink(missing_ok=True)
     run.write_config(cfg.to_plain())
@@ -114,9 +139,8 @@ def search(cfg: Config, out, resume: bool = False, progress: bool = True, callba
         records = run_epochs(job, run, resume=resume, callbacks=callbacks)
     finally:
         run.close()
-    genotype = (
-        Genotype.load(run.file("genotype.json")) if run.file("genotype.json").is_file() else job.method.genotype()
-    )
+    saved = run.write and run.file("genotype.json").is_file()
+    genotype = Genotype.load(run.file("genotype.json")) if saved else job.method.genotype()
     last = records[-1] if records else {}
     result = SearchResult(
         genotype,
@@ -137,4 +161,5 @@ def search(cfg: Config, out, resume: bool = False, progress: bool = True, callba
             "genotype": genotype.to_dict(),
         },
     )
+    distributed.barrier()  # every rank sees rank 0's finished run directory before going on
     return result

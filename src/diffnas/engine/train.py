@@ -17,6 +17,7 @@ from ..config import Config
 from ..data import Augment, BatchStream, eval_batches, load_dataset
 from ..errors import TrainingDiverged
 from ..spaces import DerivedNetwork, Genotype
+from . import distributed
 from .loop import resolve_device, run_epochs
 from .rundir import RunDir, seed_everything
 from .system import peak_memory_mb, reset_peak_memory
@@ -54,6 +55,7 @@ class TrainJob:
         self.cfg, self.genotype, self.run, self.progress = cfg, genotype, run, progress
         t = cfg.train
         self.device = resolve_device(cfg.device)
+        distributed.check_batch_size(t.batch_size, "train.batch_size")
         seed_everything(cfg.seed)
         data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
         self.data = data
@@ -69,6 +71,7 @@ class TrainJob:
             seed=cfg.seed,
             augment=augment,
             device=self.device,
+            part=(distributed.rank(), distributed.world_size()),
         )
         self.net = DerivedNetwork(
             genotype, t.channels, t.layers, data.num_classes, data.in_channels, auxiliary=t.auxiliary > 0
@@ -84,7 +87,9 @@ class TrainJob:
         lr = self.opt.param_groups[0]["lr"]
         losses, correct, seen = 0.0, 0, 0
         steps = self.train.steps_per_epoch
-        bar = tqdm(range(steps), desc=f"train {epoch + 1}/{self.epochs}", leave=False, disable=not self.progress)
+        show = self.progress and distributed.is_main()
+        bar = tqdm(range(steps), desc=f"train {epoch + 1}/{self.epochs}", leave=False, disable=not show)
+        params = list(self.net.parameters())
         for i in bar:
             x, y = self.train.next()
             out = self.net(x)
@@ -92,21 +97,26 @@ class TrainJob:
             loss = F.cross_entropy(logits, y)
             if aux is not None:
                 loss = loss + t.auxiliary * F.cross_entropy(aux, y)
-            if not math.isfinite(loss.item()):
+            value = distributed.mean_values({"loss": loss.item()}, ("loss",))["loss"]  # the global batch's
+            if not math.isfinite(value):
                 raise TrainingDiverged(
-                    f"training loss became {loss.item()} at epoch {epoch} step {i}; the last good checkpoint is in "
+                    f"training loss became {value} at epoch {epoch} step {i}; the last good checkpoint is in "
                     f"{self.run.path} (lower the learning rate and --resume)"
                 )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if distributed.world_size() > 1:  # the same all-reduce of the gradients as a search's set_grads
+                for p, g in zip(params, distributed.average_gradients(params, [p.grad for p in params])):
+                    p.grad = g
             if t.grad_clip:
                 nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
             self.opt.step()
             losses += loss.item() * y.numel()
             correct += (logits.argmax(1) == y).sum().item()
             seen += y.numel()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{value:.3f}")
         self.lr_schedule.step()
+        losses, correct, seen = distributed.sum_values([losses, correct, seen])
         test = self.test()
         return {
             "train_loss": losses / seen,
@@ -118,16 +128,25 @@ class TrainJob:
 
     @torch.no_grad()
     def test(self) -> dict:
+        """Test loss and accuracy on the whole test set (a multi-process run: each rank a part, counts summed)."""
+        distributed.average_buffers(self.net)  # BN running statistics: the same on every rank
         self.net.eval()
         total, correct, loss = 0, 0, 0.0
+        part = distributed.shard_range(len(self.data.test_y))
         for x, y in eval_batches(
-            self.data.test_x, self.data.test_y, 256, mean=self.data.mean, std=self.data.std, device=self.device
+            self.data.test_x[part],
+            self.data.test_y[part],
+            256,
+            mean=self.data.mean,
+            std=self.data.std,
+            device=self.device,
         ):
             logits = self.net(x)
             loss += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
             total += y.numel()
         self.net.train()
+        loss, correct, total = distributed.sum_values([loss, correct, total])
         return {"test_loss": loss / total, "test_acc": correct / total}
 
     def state_dict(self) -> dict:
@@ -149,12 +168,13 @@ def train(
     cfg: Config, genotype: Genotype, out, resume: bool = False, progress: bool = True, callbacks=None
 ) -> TrainResult:
     """Retrain ``genotype`` from scratch (or resume); writes the run directory and returns test accuracy."""
-    run = RunDir(out)
-    if not resume:
+    run = RunDir(out, write=distributed.is_main())  # a multi-process run: only rank 0 writes
+    if not resume and run.write:
         for name in ("metrics.jsonl", "checkpoint.pt"):
             run.file(name).unlink(missing_ok=True)
     run.write_config(cfg.to_plain())
-    genotype.save(run.file("genotype.json"))
+    if run.write:
+        genotype.save(run.file("genotype.json"))
     reset_peak_memory()
     t0 = time.perf_counter()
     job = TrainJob(cfg, genotype, run, progress)
@@ -184,4 +204,5 @@ def train(
             "genotype": genotype.to_dict(),
         },
     )
+    distributed.barrier()  # every rank sees rank 0's finished run directory before going on
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.distributed import average_gradients
 from .base import SearchMethod, accuracy
 
 
@@ -55,7 +56,8 @@ class DARTS2(DARTS):
 
         # w' : one virtual SGD step with momentum and weight decay
         loss_t, _ = self.loss(train_batch)
-        g_t = torch.autograd.grad(loss_t, params, allow_unused=True)
+        # averaged over the ranks of a multi-process run (no-op otherwise): every rank takes the same virtual step
+        g_t = average_gradients(params, torch.autograd.grad(loss_t, params, allow_unused=True))
         with torch.no_grad():
             for p, g in zip(params, g_t):
                 buf = self.w_opt.state.get(p, {}).get("momentum_buffer")
@@ -70,7 +72,7 @@ class DARTS2(DARTS):
         loss_v, logits = self.loss(val_batch)
         grads = torch.autograd.grad(loss_v, list(self.arch) + list(params), allow_unused=True)
         g_alpha, v = grads[: len(self.arch)], grads[len(self.arch) :]
-        v = [torch.zeros_like(p) if g is None else g for p, g in zip(params, v)]
+        v = [torch.zeros_like(p) if g is None else g for p, g in zip(params, average_gradients(params, v))]
         R = s.hvp_epsilon / torch.sqrt(sum((g * g).sum() for g in v))
 
         def arch_grad_at(sign: float):

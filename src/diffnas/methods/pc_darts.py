@@ -148,7 +148,7 @@ class IDARTS(PCDARTS):
         zeta = self.zeta()
         if self.epoch < self.cfg.search.idarts_start_epoch:
             return record
-        by_id = {id(p): g for p, g in zip(self.arch, grads)}
+        by_id = {id(p): p.grad for p in self.arch}  # as installed: averaged over the ranks of a multi-process run
         eta = self.a_opt.param_groups[0]["lr"] * self.cfg.search.idarts_eta2  # eta1 * eta2
         backtracked, biggest = {}, 0.0
         for t in CELL_TYPES:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.distributed import all_reduce_mean
 from ..errors import ConfigError
 from ..spaces.ops import OPS
 from ..spaces.space import CELL_TYPES
@@ -166,7 +167,10 @@ class Latency(Regularizer):
             if shape is None:
                 raise ConfigError("reg.latency needs the supernet to have seen an input before the first penalty")
             device = next(method.net.parameters()).device
-            self.table = {t: v.to(device) for t, v in self.build_table(method.net, shape, device).items()}
+            table = self.build_table(method.net, shape, device)
+            # each rank of a multi-process run measures its own device: they share the mean table
+            means = all_reduce_mean([table[t] for t in CELL_TYPES])
+            self.table = {t: v.to(device) for t, v in zip(CELL_TYPES, means)}
         return self.table
 
     # -- the penalty ------------------------------------------------------------------------
