@@ -170,6 +170,20 @@ def test_failed_trials_are_recorded_and_the_others_finish(tmp_path, data, capsys
     assert "failed: darts__search.epochs=1__dataset=cifar10" in capsys.readouterr().out
 
 
+def _group(pgid: int) -> list[int]:
+    """Live processes of a process group (Linux /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
 def test_a_killed_trial_resumes(tmp_path, data):
     out = tmp_path / "sw"
     args = [
@@ -192,8 +206,19 @@ def test_a_killed_trial_resumes(tmp_path, data):
     deadline = time.time() + 60
     while not ckpt.is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its trial, mid-search
+    os.kill(proc.pid, signal.SIGKILL)  # the sweep, mid-search: its trial process dies with it
     proc.wait()
+    try:
+        if sys.platform.startswith("linux"):
+            deadline = time.time() + 10
+            while _group(proc.pid) and time.time() < deadline:
+                time.sleep(0.2)
+            assert not _group(proc.pid), "the trial outlived its sweep"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert ckpt.is_file()
     done = len((out / "darts" / "search" / "metrics.jsonl").read_text().splitlines())
     assert 1 <= done < 5 and not (out / "trials.jsonl").exists()

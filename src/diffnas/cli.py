@@ -223,21 +223,25 @@ def _sweep(args) -> int:
 
     overrides = _overrides(args, None)
     method, seed = overrides.pop("method", None), overrides.pop("seed", None)
-    result = api.sweep(
-        args.out,
-        methods=parse_list(args.method) or ([method] if method else None),
-        seeds=parse_list(args.seeds, int) or ([seed] if seed is not None else None),
-        grid=args.grid,
-        backend=args.backend,
-        workers=args.workers,
-        address=args.address,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        search_only=args.search_only,
-        config=args.config,
-        preset=args.preset,
-        **overrides,
-    )
+    try:
+        result = api.sweep(
+            args.out,
+            methods=parse_list(args.method) or ([method] if method else None),
+            seeds=parse_list(args.seeds, int) or ([seed] if seed is not None else None),
+            grid=args.grid,
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+            search_only=args.search_only,
+            config=args.config,
+            preset=args.preset,
+            **overrides,
+        )
+    except KeyboardInterrupt:
+        print("\ndiffnas: sweep interrupted; run the same command again to finish it", file=sys.stderr)
+        return 130
     print(format_table(result.records))
     print(f"trials: {result.out / 'trials.jsonl'}, {result.out / 'summary.csv'}")
     return 2 if result.failed else 0

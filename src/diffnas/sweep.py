@@ -37,6 +37,15 @@ TRIALS = "trials.jsonl"
 SUMMARY = "summary.csv"
 SPEC = "sweep.json"
 LOG = "trial.log"
+# a trial process: dies with the thread that started it (Linux), so a killed sweep leaves no trial running
+LAUNCH = """import ctypes, os, runpy, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(os.environ.get("DIFFNAS_SWEEP_PID", os.getppid())):
+        sys.exit(1)
+sys.argv = ["diffnas", *sys.argv[1:]]
+runpy.run_module("diffnas", run_name="__main__", alter_sys=True)
+"""
 RAY_HINT = "--backend ray needs Ray, which is not installed: pip install 'diffnas[ray]'"
 
 
@@ -238,6 +247,7 @@ def run_trial(spec: dict, trial: dict, env_extra: dict | None = None) -> dict:
     src = str(Path(__file__).resolve().parents[1])
     threads = str(max(1, int(spec["cpus_per_trial"])))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **(env_extra or {})}
+    env["DIFFNAS_SWEEP_PID"] = str(os.getpid())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     cwd = spec.get("cwd") if spec.get("cwd") and Path(spec["cwd"]).is_dir() else None
     spec = {**spec, "sets": [*spec["sets"], *trial["sets"]]}
@@ -261,7 +271,7 @@ def run_trial(spec: dict, trial: dict, env_extra: dict | None = None) -> dict:
             f.write(f"$ diffnas {' '.join(args)}\n")
             f.flush()
             proc = subprocess.run(
-                [sys.executable, "-m", "diffnas", *args, "--no-progress"],
+                [sys.executable, "-c", LAUNCH, *args, "--no-progress"],
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -318,10 +328,13 @@ def run_local(spec: dict, trials: list[dict], workers: int, on_done) -> None:
         finally:
             slots.put(slot)
 
-    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = cf.ThreadPoolExecutor(max_workers=workers)
+    try:
         futures = {pool.submit(job, t): t for t in trials}
         for fut in cf.as_completed(futures):
             on_done(_result_or_error(fut.result, futures[fut]))
+    finally:  # on Ctrl-C: start no more trials (the running ones got the SIGINT too)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_ray(spec: dict, trials: list[dict], workers: int | None, address: str | None, on_done) -> None:
@@ -346,6 +359,10 @@ def run_ray(spec: dict, trials: list[dict], workers: int | None, address: str | 
             for ref in ready:
                 t = running.pop(ref)
                 on_done(_result_or_error(lambda ref=ref: ray.get(ref), t))
+    except BaseException:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        raise
     finally:
         if started:
             ray.shutdown()
