@@ -17,6 +17,7 @@ import torch
 from helpers import FixedBatches, batch, tiny_method
 
 import diffnas
+from diffnas.config import resolve
 from diffnas.engine import distributed
 
 # the modules (the package exports functions of the same names)
@@ -89,9 +90,13 @@ def main(out: Path, data: str) -> None:
     states = {}
     for method in SEARCH_METHODS:
         jobs.clear()
-        s = diffnas.search(
-            method=method, out=runs / method, search={**SEARCH, **EXTRA.get(method, {})}, space="darts", **common
-        )
+        search = {**SEARCH, **EXTRA.get(method, {})}
+        if method == "darts":  # through the API (it also draws: rank 0 only)
+            s = diffnas.search(method=method, out=runs / method, search=search, space="darts", **common)
+        else:  # the engine alone: no pictures, faster
+            data = {k: v for k, v in common.items() if k != "progress"}
+            cfg = resolve(method, overrides={**data, "space": "darts", "search": search})
+            s = engine_search.search(cfg, runs / method, progress=False)
         states[method] = {"state": jobs[0].method.state_dict(), "genotype": str(s.genotype), "val_acc": s.val_acc}
     jobs.clear()
     t = diffnas.train(

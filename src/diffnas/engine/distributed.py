@@ -111,7 +111,7 @@ def _teardown() -> None:
 
 def barrier() -> None:
     if active():
-        dist.barrier()
+        dist.barrier(device_ids=[_device.index]) if _device.type == "cuda" else dist.barrier()
 
 
 def check_batch_size(batch_size: int, key: str) -> None:
