@@ -110,8 +110,12 @@ def _teardown() -> None:
 
 
 def barrier() -> None:
-    if active():
-        dist.barrier(device_ids=[_device.index]) if _device.type == "cuda" else dist.barrier()
+    if not active():
+        return
+    if _device.type == "cuda":
+        dist.barrier(device_ids=[_device.index])
+    else:
+        dist.barrier()
 
 
 def check_batch_size(batch_size: int, key: str) -> None:

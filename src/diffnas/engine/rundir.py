@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from ..errors import DiffnasError
+from . import distributed
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -53,7 +54,8 @@ def atomic_write_bytes(path: Path, write) -> None:
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # a rank of a multi-process run owns one GPU: reading every GPU's state would open a context on each
+        state["cuda"] = [torch.cuda.get_rng_state()] if distributed.active() else torch.cuda.get_rng_state_all()
     return state
 
 
@@ -62,7 +64,10 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        if distributed.active():  # rank 0's state (of its own GPU) on this rank's GPU: the ranks stay in step
+            torch.cuda.set_rng_state(state["cuda"][0])
+        else:
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def seed_everything(seed: int) -> None:

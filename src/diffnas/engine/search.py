@@ -132,6 +132,7 @@ def search(cfg: Config, out, resume: bool = False, progress: bool = True, callba
         for name in ("metrics.jsonl", "steps.jsonl", "genotypes.jsonl", "checkpoint.pt"):
             run.file(name).unlink(missing_ok=True)
     run.write_config(cfg.to_plain())
+    resolve_device(cfg.device)  # under torchrun: join the group and select this rank's GPU before touching CUDA
     reset_peak_memory()
     t0 = time.perf_counter()
     job = SearchJob(cfg, run, progress)

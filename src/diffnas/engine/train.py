@@ -175,6 +175,7 @@ def train(
     run.write_config(cfg.to_plain())
     if run.write:
         genotype.save(run.file("genotype.json"))
+    resolve_device(cfg.device)  # under torchrun: join the group and select this rank's GPU before touching CUDA
     reset_peak_memory()
     t0 = time.perf_counter()
     job = TrainJob(cfg, genotype, run, progress)
