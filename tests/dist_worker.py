@@ -27,6 +27,9 @@ engine_train = importlib.import_module("diffnas.engine.train")
 # first-step gradients: learning rates ~0 so that every gradient of the step is taken at the initial point
 GRAD_METHODS = ("darts", "darts-cd", "nasp", "rarts")
 FROZEN = {"w_lr": 1e-30, "a_lr": 0.0, "grad_clip": 0, "nodes": 2}
+# first-step gradients at the paper's weight learning rate (DARTS's virtual step, RARTS's w before y and alpha)
+UNROLLED_METHODS = ("darts2", "rarts")
+UNROLLED = {"a_lr": 0.0, "grad_clip": 0, "nodes": 2}
 
 # every method searches 2 epochs of a few steps; both ranks must end bitwise equal
 SEARCH_METHODS = (
@@ -65,9 +68,9 @@ def record_jobs() -> None:
     engine_train.TrainJob = type("TrainJob", (_Recorded, engine_train.TrainJob), {})
 
 
-def first_step_grads(method: str) -> dict:
+def first_step_grads(method: str, search: dict) -> dict:
     """The gradients one 2-process step installs, each rank on its half of a global batch of 8."""
-    m = tiny_method(method, seed=0, search=FROZEN)
+    m = tiny_method(method, seed=0, search=search)
     part = slice(4 * distributed.rank(), 4 * (distributed.rank() + 1))
     (xt, yt), (xv, yv) = batch(8, seed=1), batch(8, seed=2)
     m.step((xt[part], yt[part]), FixedBatches((xv[part], yv[part])))
@@ -83,7 +86,8 @@ def main(out: Path, data: str) -> None:
     mine = out / f"rank{r}"
     mine.mkdir(parents=True, exist_ok=True)
 
-    torch.save({m: first_step_grads(m) for m in GRAD_METHODS}, mine / "grads.pt")
+    torch.save({m: first_step_grads(m, FROZEN) for m in GRAD_METHODS}, mine / "grads.pt")
+    torch.save({m: first_step_grads(m, UNROLLED) for m in UNROLLED_METHODS}, mine / "unrolled.pt")
 
     runs = out / f"runs{r}"  # rank 1 writes nothing, so runs1 must never appear
     common = dict(dataset="fashion-mnist", data_dir=data, subset=32, progress=False, seed=3)

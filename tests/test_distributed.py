@@ -118,6 +118,48 @@ def test_averaged_gradient_is_the_mean_of_the_half_batch_gradients(worker, metho
     assert any(h0 is not None and (h0 - h1).abs().max() > 1e-3 for h0, h1 in zip(*halves))
 
 
+def split_loss(method, halves: int = 2):
+    """Make ``method``'s loss the mean of the losses of the batch's halves, each with its own BN statistics:
+    the objective a 2-process run descends, in one process."""
+    plain = type(method).loss
+
+    def loss(batch, net=None):
+        x, y = batch
+        parts = [plain(method, (x[i], y[i]), net) for i in torch.arange(len(y)).chunk(halves)]
+        return sum(p[0] for p in parts) / halves, torch.cat([p[1] for p in parts])
+
+    method.loss = loss
+    return method
+
+
+@pytest.mark.parametrize("method", dist_worker.UNROLLED_METHODS)
+def test_unrolled_step_equals_the_split_batch_step(worker, method, one_thread):
+    """DARTS second order (virtual step, finite-difference Hessian-vector product) and RARTS (w, then y,
+    then alpha at the new w and y): the 2-process step equals one process on the whole batch whose loss
+    is the mean of the two halves' losses, so the virtual step and v are averaged where they must be."""
+    got = torch.load(worker / "rank0" / "unrolled.pt", weights_only=False)[method]["grads"]
+    (xt, yt), (xv, yv) = batch(8, seed=1), batch(8, seed=2)
+    results = []
+    for split in (True, False):  # False: one rank's half alone, to show the reduction matters
+        m = tiny_method(method, seed=0, search=dist_worker.UNROLLED)
+        if split:
+            m = split_loss(m)
+            m.step((xt, yt), FixedBatches((xv, yv)))
+        else:
+            m.step((xt[:4], yt[:4]), FixedBatches((xv[:4], yv[:4])))
+        params = list(m.weights) + list(m.arch) + (list(m.weights_y) if method == "rarts" else [])
+        results.append([None if p.grad is None else p.grad.clone() for p in params])
+    ref, half = results
+    assert len(got) == len(ref)
+    for i, (g, r) in enumerate(zip(got, ref)):
+        assert (g is None) == (r is None), i
+        if g is not None:
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+    arch = slice(len(m.weights), len(m.weights) + len(m.arch))
+    assert any(g is not None for g in got[arch])
+    assert any(g is not None and (g - h).abs().max() > 1e-3 for g, h in zip(got, half))
+
+
 def test_only_rank_0_writes(worker):
     assert not (worker / "runs1").exists()
     for method in dist_worker.SEARCH_METHODS:
