@@ -171,6 +171,31 @@ def test_only_rank_0_writes(worker):
     assert (worker / "runs0" / "train" / "result.json").is_file()
 
 
+def test_logged_evaluation_is_the_whole_val_split(worker, data, tmp_path, one_thread):
+    """Each rank evaluated half of the val split; the logged numbers equal one process evaluating all of it."""
+    import importlib
+
+    from diffnas.config import resolve
+    from diffnas.engine.rundir import RunDir
+
+    engine_search = importlib.import_module("diffnas.engine.search")
+    run = worker / "runs0" / "darts"
+    cfg = resolve(
+        "darts",
+        overrides={"dataset": "fashion-mnist", "data_dir": str(data), "subset": 32, "seed": 3, "space": "darts"}
+        | {"search": dist_worker.SEARCH},
+    )
+    job = engine_search.SearchJob(cfg, RunDir(tmp_path, write=False), progress=False)
+    job.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["job"])
+    x, y = job.data.train_x[job.val_idx], job.data.train_y[job.val_idx]
+    evaluation = engine_search.sharded_evaluate(
+        job.method.evaluate, x, y, 4 * cfg.search.batch_size, mean=job.data.mean, std=job.data.std, device="cpu"
+    )
+    logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["val_acc"] == evaluation["val_acc"]
+    assert logged["val_loss"] == pytest.approx(evaluation["val_loss"], rel=1e-5)
+
+
 def test_torchrun_cli_run_end_to_end(data, tmp_path):
     out = tmp_path / "R"
     args = ["-m", "diffnas", "run", "--preset", "tiny", "--device", "cpu", "--no-progress"]
