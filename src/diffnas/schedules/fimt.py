@@ -92,7 +92,10 @@ class FIMT(Schedule):
 
 def fisher_trace(method) -> float:
     """tr(G G^T) = ||G||^2 of the last weight step's gradient, before clipping (the method keeps the
-    pre-clip norm when it clips; the installed gradients are clipped in place)."""
+    pre-clip norm when it clips; the installed gradients are clipped in place).
+
+    In a multi-process run (torchrun) G is the gradient averaged over the ranks (``set_grads``),
+    so F is the global batch's and the same on every rank: every rank takes the same decision."""
     norm = getattr(method, "last_grad_norm", None)
     if norm is not None:
         return float(norm) ** 2
