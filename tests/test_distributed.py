@@ -71,6 +71,25 @@ def test_single_process_has_no_process_group():
     assert distributed.shard(8) == slice(0, 8)
 
 
+def test_batch_stream_parts_make_up_the_single_process_batch():
+    """Each rank draws and augments the whole global batch (same RNG use everywhere) and keeps its part."""
+    from diffnas.data import Augment, BatchStream
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=g), torch.arange(40)
+    common = dict(mean=[0.5], std=[0.25], seed=7, augment=Augment(crop_padding=1, flip=True, cutout=2))
+    streams = [BatchStream(x, y, torch.arange(30), 8, part=part, **common) for part in (None, (0, 2), (1, 2))]
+    for _ in range(5):  # crosses an epoch (3 steps of 8 from 30, then a new order)
+        outs, states = [], []
+        for s in streams:
+            torch.manual_seed(11)
+            outs.append(s.next())
+            states.append(torch.get_rng_state())
+        (xw, yw), (x0, y0), (x1, y1) = outs
+        assert torch.equal(torch.cat([x0, x1]), xw) and torch.equal(torch.cat([y0, y1]), yw) and len(y0) == 4
+        assert torch.equal(states[0], states[1]) and torch.equal(states[0], states[2])
+
+
 def test_ranks_end_bitwise_identical(worker):
     a = torch.load(worker / "rank0" / "states.pt", weights_only=False)
     b = torch.load(worker / "rank1" / "states.pt", weights_only=False)
