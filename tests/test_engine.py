@@ -113,6 +113,14 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
     full_m, res_m = lines(tmp_path / "full" / "metrics.jsonl"), lines(tmp_path / "killed" / "metrics.jsonl")
     assert [m["epoch"] for m in res_m] == [0, 1, 2]
     assert [m["val_loss"] for m in res_m] == [m["val_loss"] for m in full_m]
+    # the summary describes the whole run, not only the resumed call's epochs
+    assert resumed.val_acc == full.val_acc and len(resumed.records) == 3
+    assert resumed.seconds >= sum(m["time"] for m in res_m)
+    # resuming a finished run runs nothing and keeps the summary's numbers
+    again = diffnas.search(resume=tmp_path / "killed", progress=False)
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert again.val_acc == summary["val_acc"] == full.val_acc
+    assert summary["seconds"] >= sum(m["time"] for m in res_m)
 
 
 def test_train_resume_equals_uninterrupted(search_run, data, tmp_path):
@@ -132,6 +140,9 @@ def test_train_resume_equals_uninterrupted(search_run, data, tmp_path):
         diffnas.train(g, out=tmp_path / "killed", callbacks=[kill], **common)
     resumed = diffnas.train(resume=tmp_path / "killed", progress=False)
     assert resumed.test_acc == full.test_acc
+    again = diffnas.train(resume=tmp_path / "killed", progress=False)  # finished: nothing to run
+    assert again.test_acc == full.test_acc
+    assert again.seconds >= sum(m["time"] for m in lines(tmp_path / "killed" / "metrics.jsonl"))
 
 
 def test_corrupt_data_is_a_one_line_error(tmp_path, capsys):

@@ -71,3 +71,16 @@ def run_epochs(
         for cb in callbacks or []:
             cb(epoch, record)
     return records
+
+
+def whole_run(run: RunDir, records: list[dict], seconds: float) -> tuple[list[dict], float]:
+    """Every epoch's record and the wall time summed over a resumed run's calls (from metrics.jsonl).
+
+    ``records`` and ``seconds`` are this call's; a resumed call alone would report only the
+    epochs it ran (or none), which is not what the run's summary should say.
+    """
+    logged = run.read_log("metrics.jsonl") if run.write else []
+    if len(logged) <= len(records):
+        return records, seconds
+    earlier = logged[: len(logged) - len(records)]
+    return earlier + records, seconds + sum(r.get("time", 0.0) for r in earlier)

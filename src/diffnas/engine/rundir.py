@@ -112,6 +112,12 @@ class RunDir:
         with open(self.file(name), "a") as f:
             f.write(json.dumps(_jsonable(record)) + "\n")
 
+    def read_log(self, name: str) -> list[dict]:
+        path = self.file(name)
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
     def truncate_log(self, name: str, key: str, keep_below: int) -> None:
         """On resume, drop log lines the killed run wrote after its last checkpoint."""
         path = self.file(name)

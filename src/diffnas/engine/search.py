@@ -16,7 +16,7 @@ from ..errors import TrainingDiverged
 from ..methods import build_method
 from ..spaces import CELL_TYPES, Genotype, get_space
 from . import distributed
-from .loop import resolve_device, run_epochs
+from .loop import resolve_device, run_epochs, whole_run
 from .rundir import RunDir, seed_everything
 from .system import peak_memory_mb, reset_peak_memory
 
@@ -142,14 +142,10 @@ def search(cfg: Config, out, resume: bool = False, progress: bool = True, callba
         run.close()
     saved = run.write and run.file("genotype.json").is_file()
     genotype = Genotype.load(run.file("genotype.json")) if saved else job.method.genotype()
+    records, seconds = whole_run(run, records, time.perf_counter() - t0)
     last = records[-1] if records else {}
     result = SearchResult(
-        genotype,
-        run.path,
-        records,
-        last.get("val_acc", float("nan")),
-        time.perf_counter() - t0,
-        peak_memory_mb(job.device),
+        genotype, run.path, records, last.get("val_acc", float("nan")), seconds, peak_memory_mb(job.device)
     )
     run.write_json(
         "summary.json",

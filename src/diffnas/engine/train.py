@@ -18,7 +18,7 @@ from ..data import Augment, BatchStream, eval_batches, load_dataset
 from ..errors import TrainingDiverged
 from ..spaces import DerivedNetwork, Genotype
 from . import distributed
-from .loop import resolve_device, run_epochs
+from .loop import resolve_device, run_epochs, whole_run
 from .rundir import RunDir, seed_everything
 from .system import peak_memory_mb, reset_peak_memory
 
@@ -183,6 +183,7 @@ def train(
         records = run_epochs(job, run, resume=resume, callbacks=callbacks)
     finally:
         run.close()
+    records, seconds = whole_run(run, records, time.perf_counter() - t0)
     test_acc = records[-1]["test_acc"] if records else job.test()["test_acc"]
     result = TrainResult(
         genotype,
@@ -190,7 +191,7 @@ def train(
         test_acc,
         count_params_m(job.net),
         count_flops_m(job.net, job.data.in_channels, job.data.image_size),
-        time.perf_counter() - t0,
+        seconds,
         peak_memory_mb(job.device),
     )
     run.write_json(
