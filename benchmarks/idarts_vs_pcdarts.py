@@ -78,6 +78,10 @@ def inner(seed: int, arms: list, budget: float) -> None:
         ):
             train_s = json.loads((out / "train" / "result.json").read_text()).get("seconds")
             continue  # finished earlier: the reference for the other arms
+        if (out / "search" / "summary.json").is_file() and (
+            (out / "train" / "result.json").is_file() or (out / "reused.json").is_file()
+        ):
+            continue  # this arm finished earlier for this seed
         (out / "train" / "result.json").unlink(missing_ok=True)
         (out / "reused.json").unlink(missing_ok=True)
         if arm == "pc-darts":
