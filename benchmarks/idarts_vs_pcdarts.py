@@ -26,21 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCK = "/tmp/diffnas-heavy.lock"
-PROXY = [
-    "--subset", "2000", "--image-size", "16",
-    "--set", "search.epochs=4", "--set", "search.channels=8", "--set", "search.layers=5",
-    "--set", "search.batch_size=64",
-    "--set", "train.epochs=4", "--set", "train.channels=16", "--set", "train.layers=6",
-]  # fmt: skip
+from proxy import LOCK, PROXY, ROOT, env, lines
+
 SCALED = ["--set", "search.arch_start_epoch=1"]
 IDARTS_SCALED = ["--set", "search.idarts_start_epoch=2", "--set", "search.idarts_lambda=0.1875"]
 ARMS = {
@@ -48,14 +41,6 @@ ARMS = {
     "idarts": ["--method", "idarts", *SCALED, *IDARTS_SCALED],
     "idarts-step": ["--method", "idarts", *SCALED, *IDARTS_SCALED, "--set", "search.idarts_grad=step"],
 }
-
-
-def lines(path: Path) -> list:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
-def env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def run_dir(arm: str, seed: int) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,26 +24,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from proxy import LOCK, ROOT, SEARCH
+from proxy import env as proxy_env
+
 sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
 from diffnas.spaces import DerivedNetwork, Genotype  # noqa: E402
 
-LOCK = "/tmp/diffnas-heavy.lock"
-SEARCH = [
-    "--subset", "2000", "--image-size", "16",
-    "--set", "search.epochs=4", "--set", "search.channels=8", "--set", "search.layers=5",
-    "--set", "search.batch_size=64",
-]  # fmt: skip
 ATTEMPTS = 4
 
 
 def search(weight: float, seed: int, out: Path, timeout: int, lock: bool = True) -> None:
     if (out / "summary.json").is_file():
         return
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = proxy_env()
     cmd = [sys.executable, "-m", "diffnas", "search", "--method", "rarts", *SEARCH, "--seed", str(seed)]
     cmd += ["--set", f"reg.latency={weight}", "--out", str(out), "--no-progress"]
     for attempt in range(ATTEMPTS):

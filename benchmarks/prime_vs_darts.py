@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,14 +28,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCK = "/tmp/diffnas-heavy.lock"
-PROXY = [
-    "--subset", "2000", "--image-size", "16",
-    "--set", "search.epochs=4", "--set", "search.channels=8", "--set", "search.layers=5",
-    "--set", "search.batch_size=64",
-    "--set", "train.epochs=4", "--set", "train.channels=16", "--set", "train.layers=6",
-]  # fmt: skip
+from proxy import LOCK, PROXY, ROOT, lines
+from proxy import env as proxy_env
+
 SPLIT_10 = ["--set", f"search.train_portion={10 / 11}"]
 ARMS = {
     "darts": ["--method", "darts"],
@@ -49,14 +43,10 @@ ARMS = {
 }
 
 
-def lines(path: Path) -> list:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
 def one_run(arm: str, seed: int, out: Path, timeout: int) -> dict:
     cmd = [sys.executable, "-m", "diffnas", "run", *ARMS[arm], *PROXY, "--seed", str(seed)]
     cmd += ["--out", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = proxy_env()
     t0 = time.time()
     proc = subprocess.run(
         ["flock", LOCK, "timeout", str(timeout), *cmd], cwd=ROOT, env=env, capture_output=True, text=True

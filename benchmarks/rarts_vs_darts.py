@@ -16,32 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from proxy import LOCK, PROXY, ROOT, skips
+from proxy import env as proxy_env
+
 ATTEMPTS = 4
-LOCK = "/tmp/diffnas-heavy.lock"
-PROXY = [
-    "--subset", "2000", "--image-size", "16",
-    "--set", "search.epochs=4", "--set", "search.channels=8", "--set", "search.layers=5",
-    "--set", "search.batch_size=64",
-    "--set", "train.epochs=4", "--set", "train.channels=16", "--set", "train.layers=6",
-]  # fmt: skip
-
-
-def skips(genotype: dict, cell: str) -> int:
-    return sum(op == "skip_connect" for op, _ in genotype[cell])
 
 
 def one_run(method: str, seed: int, out: Path, timeout: int, extra: list, lock: bool = True) -> None:
     cmd = [sys.executable, "-m", "diffnas", "run", "--method", method, *PROXY, *extra, "--seed", str(seed)]
     cmd += ["--out", str(out), "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = proxy_env()
     t0 = time.time()
     for attempt in range(ATTEMPTS):
         # a run cut at the lock's time limit continues from its last epoch checkpoint
