@@ -238,7 +238,7 @@ def collect(trial_dir, search_only: bool = False) -> dict:
 
 
 def run_trial(spec: dict, trial: dict, env_extra: dict | None = None) -> dict:
-    """Run (or resume) one trial in fresh ``python -m diffnas`` processes; return its record.
+    """Run (or resume) one trial in a fresh ``diffnas`` process; return its record.
 
     Takes and returns plain data so that it can run as a Ray task on another machine.
     """
@@ -407,7 +407,8 @@ def load_records(out) -> dict:
                 rec = json.loads(line)
             except ValueError:  # a line cut short by a kill
                 continue
-            records[rec["name"]] = rec
+            if isinstance(rec, dict) and rec.get("name"):
+                records[rec["name"]] = rec
     return records
 
 
