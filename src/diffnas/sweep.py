@@ -5,7 +5,8 @@ with ``search_only``) into ``SWEEP_DIR/<trial-name>/``, in its own process, so a
 memory blow-up stays in that trial. The local backend runs the processes on a pool of
 threads on this machine; the Ray backend submits each trial as a Ray task
 (``num_cpus``/``num_gpus`` per trial) so a cluster spreads them. Ray is optional
-(``pip install 'diffnas[ray]'``).
+(``pip install 'diffnas[ray]'``). Ray 2.60's ``ray start`` turns on token authentication: a driver
+given ``--address HOST:PORT`` needs ``RAY_AUTH_MODE=token`` (``--address auto`` on a node reads it).
 
 Results: ``trials.jsonl`` (one JSON line per finished trial, the latest attempt of each),
 ``summary.csv`` (one row per trial) and a table grouped by method and grid point, with the
@@ -346,7 +347,11 @@ def run_ray(spec: dict, trials: list[dict], workers: int | None, address: str | 
     started = not ray.is_initialized()
     if started:
         kwargs = {"address": address} if address else {}
-        ray.init(**kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(**kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except Exception as e:  # noqa: BLE001 - no cluster at that address, a wrong token, ...
+            lines = str(e).strip().splitlines()
+            raise DiffnasError(f"Ray: {lines[-1] if lines else type(e).__name__}") from None
     try:
         task = ray.remote(num_cpus=spec["cpus_per_trial"], num_gpus=spec["gpus_per_trial"], max_retries=0)(run_trial)
         waiting = list(trials)
