@@ -1,9 +1,11 @@
-"""Peak memory of this process: CUDA's max allocated, or the CPU process's peak RSS."""
+"""The machine a run is on and what it used: the CPU model, peak memory (CUDA max allocated or peak RSS)."""
 
 from __future__ import annotations
 
+import platform
 import resource
 import sys
+from pathlib import Path
 
 import torch
 
@@ -18,3 +20,14 @@ def peak_memory_mb(device=None) -> float:
         return torch.cuda.max_memory_allocated() / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def cpu_model() -> str:
+    """The CPU's model name (what a latency table or a benchmark was measured on)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

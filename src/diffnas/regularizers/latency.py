@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ..engine.distributed import all_reduce_mean
+from ..engine.system import cpu_model
 from ..errors import ConfigError
 from ..spaces.ops import OPS
 from ..spaces.space import CELL_TYPES
@@ -48,15 +48,7 @@ def device_name(device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{device.type}:{cpu}"
+    return f"{device.type}:{cpu_model()}"
 
 
 def time_op(name: str, c: int, h: int, w: int, stride: int, batch: int = 1, device="cpu", repeats=20, warmup=3):
