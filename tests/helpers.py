@@ -67,3 +67,16 @@ def write_fake_idx(root, n_train=96, n_test=32, size=8, classes=3, seed=0, corru
         path = root / "train-images-idx3-ubyte.gz"
         path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     return root
+
+
+def count_forward_calls(monkeypatch, cls) -> dict:
+    """Patch ``cls.forward`` to count its calls: ``calls["n"]`` (proof that an op was or was not run)."""
+    calls = {"n": 0}
+    orig = cls.forward
+
+    def counting(self, *args, **kwargs):
+        calls["n"] += 1
+        return orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "forward", counting)
+    return calls

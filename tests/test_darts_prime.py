@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import FixedBatches, batch, tiny_method, write_fake_idx
+from helpers import FixedBatches, batch, count_forward_calls, tiny_method, write_fake_idx
 
 import diffnas
 from diffnas.cli import _overrides, build_parser
@@ -218,14 +218,7 @@ def test_crb_setup():
 
 
 def test_crb_prunes_for_good_and_pruned_ops_are_not_computed(monkeypatch):
-    calls = {"n": 0}
-    orig = SepConv.forward
-
-    def counting(self, x):
-        calls["n"] += 1
-        return orig(self, x)
-
-    monkeypatch.setattr(SepConv, "forward", counting)
+    calls = count_forward_calls(monkeypatch, SepConv)
     m = tiny_method("darts", space="darts-nonone", search={"relaxation": "crb"})
     r, ops = m.relax, list(m.space.ops["normal"])
     sep3, sep5 = ops.index("sep_conv_3x3"), ops.index("sep_conv_5x5")

@@ -1,6 +1,6 @@
 import torch
 import torch.nn.functional as F
-from helpers import FixedBatches, batch, tiny_method
+from helpers import FixedBatches, batch, count_forward_calls, tiny_method
 from torch.func import functional_call
 
 from diffnas.spaces.ops import SepConv
@@ -97,14 +97,7 @@ def test_arch_start_epoch_freezes_alphas():
 
 
 def test_none_op_is_never_computed_and_zero_weight_ops_skip(monkeypatch):
-    calls = {"n": 0}
-    orig = SepConv.forward
-
-    def counting(self, x):
-        calls["n"] += 1
-        return orig(self, x)
-
-    monkeypatch.setattr(SepConv, "forward", counting)
+    calls = count_forward_calls(monkeypatch, SepConv)
     m = tiny_method("darts")
     m.net(batch()[0])
     n_cells, n_edges = len(m.net.cells), m.space.num_edges
