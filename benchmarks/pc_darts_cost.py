@@ -86,30 +86,37 @@ def saved_mb(method: str, setting: dict) -> float:
     return sum(b for ptr, b in seen.items() if ptr not in params) / 2**20
 
 
+class FixedVal:
+    """A val stream that always returns one batch."""
+
+    def __init__(self, b):
+        self.b = b
+
+    def next(self):
+        return self.b
+
+
+def random_batches(g):
+    """A function drawing random proxy-scale batches (one input channel) from the generator ``g``."""
+    import torch
+
+    n, s = PROXY["scale"]["batch_size"], PROXY["image"]
+    return lambda: (torch.randn(n, 1, s, s, generator=g), torch.randint(0, CLASSES, (n,), generator=g))
+
+
 def worker(method: str, steps: int) -> dict:
     import torch
 
     m = build(method, PROXY["scale"])
     g = torch.Generator().manual_seed(0)
-    n, s = PROXY["scale"]["batch_size"], PROXY["image"]
-
-    def batch():
-        return torch.randn(n, 1, s, s, generator=g), torch.randint(0, CLASSES, (n,), generator=g)
-
-    class Val:
-        def __init__(self, b):
-            self.b = b
-
-        def next(self):
-            return self.b
-
+    batch = random_batches(g)
     m.epoch_start(49, 100)  # arch steps on; IDARTS: zeta = floor((49 - 25) * 0.015 * 14) = 5
     batches = [(batch(), batch()) for _ in range(steps + 1)]
     base = rss_mb()
     times, backtracked = [], 0
     for i, (train_b, val_b) in enumerate(batches):
         t0 = time.perf_counter()
-        rec = m.step(train_b, Val(val_b))
+        rec = m.step(train_b, FixedVal(val_b))
         t1 = time.perf_counter()
         if i:
             times.append(t1 - t0)
@@ -133,18 +140,7 @@ def paired(steps: int) -> dict:
 
     ms = {name: build(name, PROXY["scale"]) for name in ("pc-darts", "idarts")}
     g = torch.Generator().manual_seed(0)
-    n, s = PROXY["scale"]["batch_size"], PROXY["image"]
-
-    def batch():
-        return torch.randn(n, 1, s, s, generator=g), torch.randint(0, CLASSES, (n,), generator=g)
-
-    class Val:
-        def __init__(self, b):
-            self.b = b
-
-        def next(self):
-            return self.b
-
+    batch = random_batches(g)
     for m in ms.values():
         m.epoch_start(49, 100)
     ratios = []
