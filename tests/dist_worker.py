@@ -18,7 +18,7 @@ from helpers import FixedBatches, batch, tiny_method
 
 import diffnas
 from diffnas.config import resolve
-from diffnas.engine import distributed
+from diffnas.runtime import distributed
 
 # the modules (the package exports functions of the same names)
 engine_search = importlib.import_module("diffnas.engine.search")

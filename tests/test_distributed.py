@@ -22,7 +22,7 @@ import torch
 from helpers import FixedBatches, batch, tiny_method, write_fake_idx
 
 import diffnas
-from diffnas.engine import distributed
+from diffnas.runtime import distributed
 
 HERE = Path(__file__).parent
 LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -195,7 +195,7 @@ def test_logged_evaluation_is_the_whole_val_split(worker, data, tmp_path, one_th
     import importlib
 
     from diffnas.config import resolve
-    from diffnas.engine.rundir import RunDir
+    from diffnas.runtime.rundir import RunDir
 
     engine_search = importlib.import_module("diffnas.engine.search")
     run = worker / "runs0" / "darts"

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from .config import Config, merge, resolve, validate
-from .engine import distributed
-from .engine.rundir import RunDir
+from .runtime import distributed
+from .runtime.rundir import RunDir
 from .engine.search import SearchResult
 from .engine.search import search as _search
 from .engine.train import TrainResult

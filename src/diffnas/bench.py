@@ -26,7 +26,7 @@ REFERENCE = "ref-darts"  # the plain re-implementation of the original DARTS ste
 def machine() -> dict:
     import torch
 
-    from .engine.system import cpu_model
+    from .runtime.system import cpu_model
 
     cpu = cpu_model()
     info = {
@@ -60,7 +60,7 @@ def measure(
     import torch
 
     from .config import resolve
-    from .engine.system import peak_memory_mb, reset_peak_memory
+    from .runtime.system import peak_memory_mb, reset_peak_memory
     from .methods import build_method
     from .spaces import get_space
 

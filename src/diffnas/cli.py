@@ -212,7 +212,7 @@ def _dispatch(args, parser) -> int:
 
 def _print(text: str) -> None:
     """Summaries: printed once, by rank 0 of a multi-process (torchrun) run."""
-    from .engine.distributed import is_main
+    from .runtime.distributed import is_main
 
     if is_main():
         print(text)

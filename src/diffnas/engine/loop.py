@@ -10,8 +10,8 @@ from typing import Protocol
 import torch
 
 from ..errors import TrainingDiverged
-from . import distributed
-from .rundir import RunDir, rng_state, set_rng_state
+from ..runtime import distributed
+from ..runtime.rundir import RunDir, rng_state, set_rng_state
 
 
 class Job(Protocol):

@@ -15,10 +15,10 @@ from ..data import Augment, BatchStream, eval_batches, load_dataset, split_indic
 from ..errors import TrainingDiverged
 from ..methods import build_method
 from ..spaces import CELL_TYPES, Genotype, get_space
-from . import distributed
+from ..runtime import distributed
 from .loop import resolve_device, run_epochs, whole_run
-from .rundir import RunDir, seed_everything
-from .system import peak_memory_mb, reset_peak_memory
+from ..runtime.rundir import RunDir, seed_everything
+from ..runtime.system import peak_memory_mb, reset_peak_memory
 
 # per-step numbers measured on the batch: averaged over the ranks of a multi-process run
 DATA_KEYS = ("loss", "acc", "arch_loss", "arch_acc", "arch_loss_t", "loss_y", "acc_y")

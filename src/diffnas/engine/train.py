@@ -17,10 +17,10 @@ from ..config import Config
 from ..data import Augment, BatchStream, eval_batches, load_dataset
 from ..errors import TrainingDiverged
 from ..spaces import DerivedNetwork, Genotype
-from . import distributed
+from ..runtime import distributed
 from .loop import resolve_device, run_epochs, whole_run
-from .rundir import RunDir, seed_everything
-from .system import peak_memory_mb, reset_peak_memory
+from ..runtime.rundir import RunDir, seed_everything
+from ..runtime.system import peak_memory_mb, reset_peak_memory
 
 
 @dataclass

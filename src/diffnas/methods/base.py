@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..engine.distributed import average_gradients
+from ..runtime.distributed import average_gradients
 from ..regularizers import build_regularizers
 from ..relax import build_relaxation
 from ..schedules import build_schedule

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..engine.distributed import average_gradients
+from ..runtime.distributed import average_gradients
 from .base import SearchMethod, accuracy
 
 

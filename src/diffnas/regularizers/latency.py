@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from ..engine.distributed import all_reduce_mean
-from ..engine.system import cpu_model
+from ..runtime.distributed import all_reduce_mean
+from ..runtime.system import cpu_model
 from ..errors import ConfigError
 from ..spaces.ops import OPS
 from ..spaces.space import CELL_TYPES
