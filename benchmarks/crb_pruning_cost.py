@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from diffnas.config import resolve
+from diffnas.catalog import resolve
 from diffnas.methods import build_method
 from diffnas.spaces import CELL_TYPES, get_space
 

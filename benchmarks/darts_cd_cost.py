@@ -72,7 +72,7 @@ def saved_activations_mb(m, batch) -> float:
 def worker(method: str, steps: int, device: str, layers: int) -> dict:
     import torch
 
-    from diffnas.config import resolve
+    from diffnas.catalog import resolve
     from diffnas.methods import build_method
     from diffnas.spaces import get_space
 

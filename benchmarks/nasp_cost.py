@@ -40,7 +40,7 @@ def rss_mb() -> float:
 def worker(method: str, space: str, steps: int, device: str) -> dict:
     import torch
 
-    from diffnas.config import resolve
+    from diffnas.catalog import resolve
     from diffnas.methods import build_method
     from diffnas.spaces import get_space
 

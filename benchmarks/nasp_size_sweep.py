@@ -28,8 +28,7 @@ TRAIN = {"channels": 16, "layers": 6}
 
 def one(space: str, eta: float, seed: int, out: Path) -> dict:
     import diffnas
-    from diffnas.regularizers.size import op_params
-    from diffnas.spaces import DerivedNetwork
+    from diffnas.spaces import DerivedNetwork, get_space
 
     t0 = time.time()
     s = diffnas.search(
@@ -52,7 +51,7 @@ def one(space: str, eta: float, seed: int, out: Path) -> dict:
         "eta": eta,
         "seed": seed,
         "derived_params_m": sum(p.numel() for p in net.parameters()) / 1e6,
-        "normal_cell_op_params": sum(op_params(op, SEARCH["channels"]) for op in normal_ops),
+        "normal_cell_op_params": sum(get_space(space).op_params(op, SEARCH["channels"]) for op in normal_ops),
         "normal_ops": normal_ops,
         "reduce_ops": [op for op, _ in g.cells["reduce"]],
         "val_acc_supernet": s.val_acc,

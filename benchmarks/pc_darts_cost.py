@@ -53,7 +53,7 @@ def rss_mb() -> float:
 def build(method: str, scale: dict):
     import torch
 
-    from diffnas.config import resolve
+    from diffnas.catalog import resolve
     from diffnas.methods import build_method
     from diffnas.spaces import get_space
 

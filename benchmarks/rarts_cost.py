@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from diffnas.config import resolve  # noqa: E402
+from diffnas.catalog import resolve  # noqa: E402
 from diffnas.methods import build_method  # noqa: E402
 from diffnas.spaces import get_space  # noqa: E402
 

@@ -17,7 +17,7 @@ import torch
 from helpers import FixedBatches, batch, tiny_method
 
 import diffnas
-from diffnas.config import resolve
+from diffnas.catalog import resolve
 from diffnas.runtime import distributed
 
 # the modules (the package exports functions of the same names)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from diffnas.config import resolve
+from diffnas.catalog import resolve
 from diffnas.methods import build_method
 from diffnas.spaces import get_space
 

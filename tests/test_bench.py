@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from helpers import FixedBatches, batch, tiny_method
 
 from diffnas.cli import main
-from diffnas.spaces import fastops
-from diffnas.spaces.ops import OPS, DilConv, ReLUConvBN, SepConv
+from diffnas.spaces.darts import fastops
+from diffnas.spaces.darts.ops import OPS, DilConv, ReLUConvBN, SepConv
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 import pytest
 
+from diffnas.catalog import resolve
 from diffnas.cli import _overrides, build_parser
-from diffnas.config import resolve
 from diffnas.errors import ConfigError
 from diffnas.regularizers import REGULARIZERS, Regularizer, build_regularizers
 from diffnas.schedules import EveryK, build_schedule
@@ -21,9 +21,11 @@ def test_part_flags_reach_the_config():
 
 
 def test_reg_layers_add_and_zero_removes(monkeypatch):
-    cfg = resolve("darts", overrides={"reg": {"x": 1.0, "y": 2.0}})
-    assert cfg.reg == {"x": 1.0, "y": 2.0}
     monkeypatch.setitem(REGULARIZERS, "x", Regularizer)
+    cfg = resolve("darts", overrides={"reg": {"x": 1.0, "size": 2.0}})
+    assert cfg.reg == {"x": 1.0, "size": 2.0}
+    with pytest.raises(ConfigError, match="unknown regularizer 'y'"):  # before anything runs
+        resolve("darts", overrides={"reg": {"y": 1.0}})
     assert len(build_regularizers({"x": 1.0}, None)) == 1
     assert build_regularizers({"x": 0}, None) == []  # weight 0 turns a regularizer off
     with pytest.raises(ConfigError, match="unknown regularizer 'y'"):

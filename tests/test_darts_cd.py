@@ -11,8 +11,8 @@ from helpers import FixedBatches, batch, tiny_method, write_fake_idx
 import diffnas
 from diffnas.relax.coordinate import CoordinateRelaxation
 from diffnas.spaces import get_space
-from diffnas.spaces.network import DerivedNetwork
-from diffnas.spaces.space import CELL_TYPES
+from diffnas.spaces.darts.network import DerivedNetwork
+from diffnas.spaces.darts.space import CELL_TYPES
 
 
 def params(m):

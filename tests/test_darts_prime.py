@@ -14,8 +14,8 @@ from diffnas.errors import ConfigError
 from diffnas.schedules import build_schedule
 from diffnas.schedules.fimt import FIMT
 from diffnas.spaces import CELL_TYPES
-from diffnas.spaces.genotype import discrete_mask
-from diffnas.spaces.ops import SepConv
+from diffnas.spaces.darts.genotype import discrete_mask
+from diffnas.spaces.darts.ops import SepConv
 
 
 class CountingBatches(FixedBatches):

@@ -194,7 +194,7 @@ def test_logged_evaluation_is_the_whole_val_split(worker, data, tmp_path, one_th
     """Each rank evaluated half of the val split; the logged numbers equal one process evaluating all of it."""
     import importlib
 
-    from diffnas.config import resolve
+    from diffnas.catalog import resolve
     from diffnas.runtime.rundir import RunDir
 
     engine_search = importlib.import_module("diffnas.engine.search")

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from helpers import FixedBatches, batch, count_forward_calls, tiny_method
 from torch.func import functional_call
 
-from diffnas.spaces.ops import SepConv
+from diffnas.spaces.darts.ops import SepConv
 
 
 def test_darts_first_order_arch_grad_is_grad_of_val_loss():

@@ -13,7 +13,7 @@ from diffnas.cli import main
 from diffnas.relax.base import Mixing
 from diffnas.relax.proximal import DiscreteRelaxation
 from diffnas.spaces import DerivedNetwork, Genotype, get_space
-from diffnas.spaces.genotype import genotype_from_masks
+from diffnas.spaces.darts.genotype import genotype_from_masks
 
 SMALL = get_space("darts-nonone", 2)  # 2 nodes: edges 0-1 enter node 0, edges 2-4 enter node 1
 

@@ -12,7 +12,7 @@ from helpers import FixedBatches, batch, tiny_method, write_fake_idx
 from diffnas.cli import main
 from diffnas.errors import ConfigError
 from diffnas.spaces import CELL_TYPES
-from diffnas.supernet.network import MixedEdge, channel_shuffle
+from diffnas.spaces.darts.supernet import MixedEdge, channel_shuffle
 
 OPS = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 

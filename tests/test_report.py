@@ -6,9 +6,10 @@ import pytest
 from PIL import Image
 
 from diffnas.errors import DiffnasError
-from diffnas.report import draw_genotype, plot_arch_weights, plot_curves, read_metrics
-from diffnas.spaces.genotype import Genotype
-from diffnas.spaces.space import get_space
+from diffnas.report import plot_arch_weights, plot_curves, read_metrics
+from diffnas.spaces import get_space
+from diffnas.spaces.darts.drawing import draw_genotype
+from diffnas.spaces.darts.genotype import Genotype
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz 'dot' executable not installed")
 

@@ -6,8 +6,8 @@ import torch
 from diffnas.errors import GenotypeError
 from diffnas.relax import SoftmaxRelaxation
 from diffnas.spaces import DerivedNetwork, Genotype, derive_genotype, discrete_mask, get_space
-from diffnas.spaces.network import cell_plan
-from diffnas.supernet import Supernet
+from diffnas.spaces.darts.network import cell_plan
+from diffnas.spaces.darts.supernet import Supernet
 
 OPS = get_space("darts").ops["normal"]
 

@@ -11,35 +11,33 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Config, merge, resolve, validate
-from .runtime import distributed
-from .runtime.rundir import RunDir
+from .catalog import method_table, reload, resolve, space_table
+from .config import Config
 from .engine.search import SearchResult
 from .engine.search import search as _search
 from .engine.train import TrainResult
 from .engine.train import train as _train
 from .errors import DiffnasError
-from .spaces import SPACE_HELP, Genotype
+from .runtime import distributed
+from .runtime.rundir import RunDir
+from .spaces import Architecture, load_architecture
 
 
-def list_methods() -> dict:
-    from .methods import METHODS
+def list_methods() -> list[dict]:
+    """Every method: its help, default relaxation and space, and the relaxations and spaces it works with."""
+    return method_table()
 
-    return {name: cls.help for name, cls in METHODS.items()}
 
-
-def list_spaces() -> dict:
-    return dict(SPACE_HELP)
+def list_spaces() -> list[dict]:
+    """Every space: its help, task and metric, data sets, and the methods, relaxations and regularizers it takes."""
+    return space_table()
 
 
 def _config(resume, config=None, preset=None, overrides=None) -> Config:
     """A new run's config, or a resumed run's saved config with ``overrides`` on top."""
     overrides = dict(overrides or {})
     if resume:
-        saved = RunDir(resume).read_config()
-        cfg = merge(saved, overrides)
-        validate(cfg)
-        return Config.wrap(cfg)
+        return reload(RunDir(resume).read_config(), overrides)
     return resolve(overrides.pop("method", None), preset, config, overrides)
 
 
@@ -47,17 +45,16 @@ def _default_out(kind: str, cfg) -> Path:
     return Path("runs") / f"{kind}-{cfg.get('method', 'genotype')}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def draw(run_dir, genotype: Genotype) -> list[Path]:
-    """Cell pictures next to the genotype, and the architecture-weight plots of a search; never fatal.
-
-    In a multi-process run only rank 0 draws."""
-    from .report import draw_genotype, plot_arch_weights
+def draw(run_dir, genotype: Architecture) -> list[Path]:
+    """Pictures of the architecture (its space draws them), and the architecture-weight plots of a search;
+    never fatal. In a multi-process run only rank 0 draws."""
+    from .report import plot_arch_weights
 
     paths = []
     if not distributed.is_main():
         return paths
     try:
-        paths += draw_genotype(genotype, run_dir)
+        paths += genotype.draw(run_dir)
     except DiffnasError as e:
         print(f"diffnas: warning: {e}", file=sys.stderr)
     if (Path(run_dir) / "metrics.jsonl").is_file() and '"arch_weights"' in (
@@ -78,11 +75,13 @@ def search(out=None, resume=None, config=None, preset=None, progress=True, callb
 def train(
     genotype=None, out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, **overrides
 ) -> TrainResult:
-    cfg = _config(resume, config, preset, overrides)
     if resume:
-        genotype = Genotype.load(Path(resume) / "genotype.json")
-    elif not isinstance(genotype, Genotype):
-        genotype = Genotype.load(genotype)
+        genotype = load_architecture(Path(resume) / "genotype.json")
+    elif not isinstance(genotype, Architecture):
+        genotype = load_architecture(genotype)
+    if not resume:  # the architecture says its space, and with it the retraining protocol
+        overrides.setdefault("space", genotype.space)
+    cfg = _config(resume, config, preset, overrides)
     out = Path(resume or out or _default_out("train", cfg))
     return _train(cfg, genotype, out, resume=bool(resume), progress=progress, callbacks=callbacks)
 
@@ -127,13 +126,14 @@ def sweep(out, methods=None, seeds=None, grid=None, config=None, preset=None, **
 
 def _train_overrides(search_dir) -> dict:
     saved = RunDir(search_dir).read_config()
-    return {k: saved[k] for k in ("dataset", "data_dir", "subset", "image_size", "seed", "device", "train")}
+    keys = ("dataset", "data_dir", "subset", "image_size", "seed", "device", "precision", "train")
+    return {k: saved[k] for k in keys if k in saved}
 
 
 def show(target) -> list[str]:
     """Print-ready lines for a genotype or run directory; draws its cells (and weights plots) beside it."""
     path = Path(target)
-    genotype = Genotype.load(path)
+    genotype = load_architecture(path)
     folder = path if path.is_dir() else path.parent
     lines = [str(genotype)]
     lines += [f"wrote {p}" for p in draw(folder, genotype)]

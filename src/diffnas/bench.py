@@ -59,10 +59,10 @@ def measure(
     """Build ``method`` at this scale and time ``steps`` search steps after ``warmup`` ones (this process)."""
     import torch
 
-    from .config import resolve
-    from .runtime.system import peak_memory_mb, reset_peak_memory
+    from .catalog import resolve
     from .methods import build_method
-    from .spaces import get_space
+    from .runtime.system import peak_memory_mb, reset_peak_memory
+    from .spaces import space_from_config
 
     torch.manual_seed(seed)
     overrides: dict = {
@@ -77,14 +77,13 @@ def measure(
         else:
             overrides[k] = v
     cfg = resolve(method, overrides=overrides)
-    s = cfg.search
-    # measure the steady state: past any frozen-architecture or warm-up epochs
-    epoch = max(int(s.arch_start_epoch or 0), int(s.get("warmup_epochs", 0) or 0))
-    s.epochs = max(int(s.epochs), epoch + 2)
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
-    m = build_method(cfg, get_space(cfg.space, s.nodes), in_channels, num_classes, dev)
+    m = build_method(cfg, space_from_config(cfg), in_channels, num_classes, dev)
+    # measure the steady state: the method says where it starts (past frozen-architecture or warm-up epochs)
+    epoch = m.steady_state_epoch()
+    m.epochs = max(m.epochs, epoch + 2)
     g = torch.Generator().manual_seed(seed)
 
     def make_batch():

@@ -22,6 +22,7 @@ def _add_common(p: argparse.ArgumentParser, scale: str | None):
     p.add_argument("--image-size", type=int, help="resize images to S x S once at load")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 autocast on CUDA only")
     p.add_argument("--config", help="YAML file of config keys (see README)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named set of small settings")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
@@ -51,7 +52,8 @@ def _parts(args) -> tuple[dict, dict]:
 
 
 def _overrides(args, scale: str | None) -> dict:
-    top = {k: getattr(args, k, None) for k in ("dataset", "data_dir", "subset", "image_size", "seed", "device")}
+    keys = ("dataset", "data_dir", "subset", "image_size", "seed", "device", "precision")
+    top = {k: getattr(args, k, None) for k in keys}
     out: dict = {k: v for k, v in top.items() if v is not None}
     for k in ("method", "space"):
         if getattr(args, k, None):
@@ -162,12 +164,18 @@ def main(argv=None) -> int:
 
 def _dispatch(args, parser) -> int:
     if args.command == "methods":
-        for name, text in api.list_methods().items():
-            print(f"{name:14s} {text}")
+        for m in api.list_methods():
+            print(f"{m['name']:14s} {m['help']}")
+            print(f"{'':14s}   relaxation {m['relaxation']} (works with {', '.join(m['relaxations'])})")
+            print(f"{'':14s}   space {m['space']} (works on {', '.join(m['spaces'])})")
         return 0
     if args.command == "spaces":
-        for name, text in api.list_spaces().items():
-            print(f"{name:14s} {text}")
+        for sp in api.list_spaces():
+            print(f"{sp['name']:14s} {sp['help']}")
+            print(f"{'':14s}   task {sp['task']}; data sets {', '.join(sp['datasets'])}")
+            print(f"{'':14s}   methods {', '.join(sp['methods'])}")
+            print(f"{'':14s}   relaxations {', '.join(sp['relaxations'])}")
+            print(f"{'':14s}   regularizers {', '.join(sp['regularizers'])}")
         return 0
     if args.command == "show":
         for line in api.show(args.target):

@@ -1,13 +1,17 @@
-"""Run configuration: paper defaults, then the method's defaults, then a YAML file, then flags.
+"""Run configuration: the mechanism (merging, validation, old-key migration) and the shared keys.
 
-The config is a nested dict with attribute access. Every key that exists is listed in
-``DEFAULTS`` or in a method's ``defaults``; an unknown key is an error, so a typo in
-``--set`` never passes silently.
+The config is a nested dict with attribute access. Sections: the shared keys below
+(``DEFAULTS``: what every search and retraining has), ``train`` (the space's retraining
+protocol), ``relax`` (the chosen relaxation's options), ``reg`` (regularizers) and one
+section named after the method for the method's own options. Which parts own which keys
+is resolved in ``diffnas.catalog``; an unknown key is an error, so a typo in ``--set``
+never passes silently.
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import yaml
@@ -24,6 +28,7 @@ DEFAULTS: dict = {
     "image_size": None,  # resize images once at load
     "seed": 0,
     "device": "auto",
+    "precision": "auto",  # auto: bf16 autocast on CUDA, float32 elsewhere | fp32 | bf16
     "search": {
         "epochs": 50,
         "batch_size": 64,
@@ -46,21 +51,27 @@ DEFAULTS: dict = {
         "cutout": 0,
     },
     "reg": {},  # regularizer name -> weight or options, e.g. {"size": 0.01}
-    "train": {
-        "epochs": 600,
-        "batch_size": 96,
-        "channels": 36,
-        "layers": 20,
-        "lr": 0.025,
-        "lr_min": 0.0,
-        "momentum": 0.9,
-        "wd": 3e-4,
-        "grad_clip": 5.0,
-        "cutout": 16,
-        "crop_padding": None,
-        "drop_path": 0.2,
-        "auxiliary": 0.4,  # weight of the auxiliary head's loss; 0 turns the head off
+}
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# Keys of earlier versions -> where they live now ("{method}": the section of the run's method).
+MOVED = {
+    "search.pc_k": "relax.k",
+    "search.cd_edges": "relax.edges",
+    "search.cd_sample": "relax.sample",
+    "search.cd_argmax_none": "relax.argmax_none",
+    "search.cd_train_shared": "{method}.train_shared",
+    "search.warmup_epochs": "{method}.warmup_epochs",
+    "search.warmup_a_wd": "{method}.warmup_a_wd",
+    "search.hvp_epsilon": "{method}.hvp_epsilon",
+    "search.nasp_update": "{method}.update",
+    "search.nasp_arch_ops": "{method}.arch_ops",
+    **{
+        f"search.idarts_{k}": f"{{method}}.{k}"
+        for k in ("start_epoch", "eta2", "lambda", "zeta", "rank", "grad", "gamma", "fd", "fd_eps")
     },
+    **{f"search.rarts_{k}": f"{{method}}.{k}" for k in ("lambda", "beta", "y_init", "y_lr")},
 }
 
 # Small settings for a first run on a laptop CPU: minutes, not days.
@@ -160,32 +171,28 @@ def load_yaml(path) -> dict:
     return data
 
 
-def resolve(method: str | None = None, preset: str | None = None, file=None, overrides: dict | None = None) -> Config:
-    """Paper defaults <- method defaults <- preset <- file <- overrides (flags, then --set)."""
-    from .methods import get_method  # methods register their defaults
-
-    layers = [({"method": method} if method else {})]
-    if preset:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
-        layers.append(PRESETS[preset])
-    if file:
-        layers.append(load_yaml(file))
-    layers.append(overrides or {})
-    name = next((d["method"] for d in reversed(layers) if d.get("method")), DEFAULTS["method"])
-    cfg = merge(DEFAULTS, get_method(name).defaults, allow_new=True)
-    for layer in layers:
-        cfg = merge(cfg, layer)
-    cfg["method"] = name
-    validate(cfg)
-    return Config.wrap(cfg)
+def migrate(layer: dict, method: str, warn: bool = True) -> dict:
+    """``layer`` with keys of earlier versions moved to where they live now (see ``MOVED``), with a warning."""
+    out = copy.deepcopy(layer)
+    for old, new in MOVED.items():
+        section, key = old.split(".")
+        if not isinstance(out.get(section), dict) or key not in out[section]:
+            continue
+        value = out[section].pop(key)
+        new = new.format(method=method)
+        new_section, new_key = new.split(".")
+        out.setdefault(new_section, {}).setdefault(new_key, value)
+        if warn:
+            print(f"diffnas: warning: config key {old} is now {new}", file=sys.stderr)
+    return out
 
 
 def validate(cfg: dict):
-    s, t = cfg["search"], cfg["train"]
+    """The shared keys' rules; each part checks its own options when it is built."""
+    s, t = cfg["search"], cfg.get("train", {})
     for section, name in ((s, "search"), (t, "train")):
         for key in ("epochs", "batch_size", "channels", "layers"):
-            if not isinstance(section[key], int) or section[key] < 1:
+            if key in section and (not isinstance(section[key], int) or section[key] < 1):
                 raise ConfigError(f"{name}.{key} must be a positive integer, got {section[key]!r}")
     if not 0.0 < s["train_portion"] < 1.0:
         raise ConfigError(f"search.train_portion must be in (0, 1), got {s['train_portion']}")
@@ -195,3 +202,5 @@ def validate(cfg: dict):
         raise ConfigError(f"subset must be at least 2 images, got {cfg['subset']}")
     if not isinstance(cfg["reg"], dict):
         raise ConfigError("reg must be a mapping of regularizer name to weight or options")
+    if cfg.get("precision", "auto") not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")

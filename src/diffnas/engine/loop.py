@@ -1,4 +1,10 @@
-"""The one epoch loop shared by search and retraining: resume, log, checkpoint, stop on NaN."""
+"""What search and retraining share, written once: the run wrapper, the epoch loop, the NaN guard, evaluation.
+
+``run_job`` opens the run directory, runs (or resumes) the job's epochs and returns
+what a summary needs; ``run_epochs`` logs, checkpoints and guards every epoch;
+``check_finite`` is the one place a non-finite loss stops a run; ``evaluate_split`` is
+the one evaluation over a data split, each rank of a multi-process run taking its part.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,16 @@ from typing import Protocol
 
 import torch
 
+from ..data import eval_batches
 from ..errors import TrainingDiverged
 from ..runtime import distributed
 from ..runtime.rundir import RunDir, rng_state, set_rng_state
+from ..runtime.system import peak_memory_mb, reset_peak_memory
 
 
 class Job(Protocol):
     epochs: int
+    device: torch.device
 
     def run_epoch(self, epoch: int) -> dict: ...
 
@@ -29,18 +38,38 @@ def resolve_device(name: str) -> torch.device:
     return distributed.setup(name)
 
 
+def check_finite(value: float, what: str, run: RunDir) -> None:
+    """Stop the run on a NaN or infinite ``value``; the last good checkpoint stays in ``run``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TrainingDiverged(
+            f"{what} became {value}; the run stopped, its last good checkpoint is in {run.path} "
+            "(lower the learning rate and --resume)"
+        )
+
+
+def evaluate_split(evaluate: Callable, x, y, batch_size: int, prefix: str, **batch_args) -> dict:
+    """``evaluate(batches) -> {"loss": sum, metric: sum, "n": count}`` on this rank's part of (x, y);
+    the counts summed over the ranks, returned as means named ``<prefix>_loss``, ``<prefix>_<metric>``."""
+    part = distributed.shard_range(len(y))
+    sums = evaluate(eval_batches(x[part], y[part], batch_size, **batch_args))
+    keys = sorted(k for k in sums if k != "n")
+    totals = distributed.sum_values([sums[k] for k in keys] + [sums["n"]])
+    n = max(totals[-1], 1)
+    return {f"{prefix}_{k}": v / n for k, v in zip(keys, totals)}
+
+
 def run_epochs(
     job: Job,
     run: RunDir,
     resume: bool = False,
     callbacks: list[Callable[[int, dict], None]] | None = None,
+    logs: tuple[str, ...] = ("metrics.jsonl",),
 ) -> list[dict]:
     """Run the job's epochs from the start or from its checkpoint; return the epoch records of this call.
 
     After each epoch: append to metrics.jsonl, TensorBoard, atomic checkpoint with RNG
-    states, then the callbacks. A non-finite loss stops the run with the last good
-    checkpoint kept. In a multi-process run only rank 0's ``run`` writes (see ``RunDir``);
-    every rank resumes from rank 0's checkpoint.
+    states, then the callbacks. In a multi-process run only rank 0's ``run`` writes (see
+    ``RunDir``); every rank resumes from rank 0's checkpoint.
     """
     start = 0
     if resume:
@@ -49,20 +78,15 @@ def run_epochs(
             job.load_state_dict(ckpt["job"])
             set_rng_state(ckpt["rng"])
             start = ckpt["epoch"] + 1
-        run.truncate_log("metrics.jsonl", "epoch", start)
-        run.truncate_log("steps.jsonl", "epoch", start)
-        run.truncate_log("genotypes.jsonl", "epoch", start)
+        for name in logs:
+            run.truncate_log(name, "epoch", start)
     records = []
     for epoch in range(start, job.epochs):
         t0 = time.perf_counter()
         record = {"epoch": epoch, **job.run_epoch(epoch)}
         record["time"] = time.perf_counter() - t0
         for k, v in record.items():
-            if isinstance(v, float) and not math.isfinite(v):
-                raise TrainingDiverged(
-                    f"{k} became {v} in epoch {epoch}; the run stopped, its last good checkpoint is in {run.path} "
-                    "(lower the learning rate and --resume)"
-                )
+            check_finite(v, f"{k} in epoch {epoch}", run)
         run.append("metrics.jsonl", record)
         run.scalars(epoch, record)
         run.save_checkpoint({"epoch": epoch, "job": job.state_dict(), "rng": rng_state()})
@@ -71,6 +95,29 @@ def run_epochs(
         for cb in callbacks or []:
             cb(epoch, record)
     return records
+
+
+def run_job(make_job: Callable[[RunDir], Job], cfg, out, resume: bool, callbacks, logs: tuple[str, ...]):
+    """Open the run directory, build the job, run or resume it; returns (job, run, records, seconds, peak MB).
+
+    A new run starts from empty logs; ``records`` and ``seconds`` cover the whole run,
+    also when this call only resumed it (read back from metrics.jsonl).
+    """
+    run = RunDir(out, write=distributed.is_main())  # a multi-process run: only rank 0 writes
+    if not resume and run.write:
+        for name in (*logs, "checkpoint.pt"):
+            run.file(name).unlink(missing_ok=True)
+    run.write_config(cfg.to_plain())
+    resolve_device(cfg.device)  # under torchrun: join the group and select this rank's GPU before touching CUDA
+    reset_peak_memory()
+    t0 = time.perf_counter()
+    job = make_job(run)
+    try:
+        records = run_epochs(job, run, resume=resume, callbacks=callbacks, logs=logs)
+    finally:
+        run.close()
+    records, seconds = whole_run(run, records, time.perf_counter() - t0)
+    return job, run, records, seconds, peak_memory_mb(job.device)
 
 
 def whole_run(run: RunDir, records: list[dict], seconds: float) -> tuple[list[dict], float]:

@@ -1,49 +1,26 @@
-"""The search loop: data -> method steps -> per-epoch genotype, logs and checkpoint."""
+"""The search loop: data -> method steps -> per-epoch architecture, logs and checkpoint."""
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch.nn as nn
 from tqdm import tqdm
 
+from ..catalog import build_method
 from ..config import Config
-from ..data import Augment, BatchStream, eval_batches, load_dataset, split_indices
-from ..errors import TrainingDiverged
-from ..methods import build_method
-from ..spaces import CELL_TYPES, Genotype, get_space
+from ..data import Augment, BatchStream, load_dataset, split_indices
 from ..runtime import distributed
-from .loop import resolve_device, run_epochs, whole_run
 from ..runtime.rundir import RunDir, seed_everything
-from ..runtime.system import peak_memory_mb, reset_peak_memory
+from ..spaces import Architecture, load_architecture, space_from_config
+from .loop import check_finite, evaluate_split, resolve_device, run_job
 
-# per-step numbers measured on the batch: averaged over the ranks of a multi-process run
-DATA_KEYS = ("loss", "acc", "arch_loss", "arch_acc", "arch_loss_t", "loss_y", "acc_y")
-
-
-def method_modules(method) -> list:
-    """The method's networks (supernet, RARTS's second one, ...), for averaging BatchNorm statistics."""
-    return [v for v in vars(method).values() if isinstance(v, nn.Module)]
-
-
-def sharded_evaluate(evaluate, x, y, batch_size: int, **kwargs) -> dict:
-    """``evaluate`` on this rank's part of (x, y); the ranks' means combined into the full set's means."""
-    part = distributed.shard_range(len(y))
-    result = evaluate(eval_batches(x[part], y[part], batch_size, **kwargs))
-    if distributed.world_size() == 1:
-        return result
-    n = part.stop - part.start
-    keys = sorted(k for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-    sums = distributed.sum_values([result[k] * n for k in keys] + [n])
-    return {**result, **{k: s / max(sums[-1], 1) for k, s in zip(keys, sums)}}
+LOGS = ("metrics.jsonl", "steps.jsonl", "genotypes.jsonl")
 
 
 @dataclass
 class SearchResult:
-    genotype: Genotype
+    genotype: Architecture
     run_dir: Path
     records: list
     val_acc: float
@@ -68,7 +45,7 @@ class SearchJob:
         self.train = BatchStream(data.train_x, data.train_y, train_idx, s.batch_size, seed=cfg.seed, **common)
         self.val = BatchStream(data.train_x, data.train_y, val_idx, s.batch_size, seed=cfg.seed + 1, **common)
         self.val_idx = val_idx
-        self.space = get_space(cfg.space, s.nodes)
+        self.space = space_from_config(cfg)
         self.method = build_method(cfg, self.space, data.in_channels, data.num_classes, self.device)
         self.epochs = s.epochs
 
@@ -80,13 +57,9 @@ class SearchJob:
         show = self.progress and distributed.is_main()
         bar = tqdm(range(steps), desc=f"search {epoch + 1}/{self.epochs}", leave=False, disable=not show)
         for i in bar:
-            rec = distributed.mean_values(m.step(self.train.next(), self.val), DATA_KEYS)
+            rec = distributed.mean_values(m.step(self.train.next(), self.val), m.data_keys)
             loss = rec.get("loss", 0.0)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training loss became {loss} at epoch {epoch} step {i}; the last good checkpoint is in "
-                    f"{self.run.path} (lower the learning rate and --resume)"
-                )
+            check_finite(loss, f"training loss at epoch {epoch} step {i}", self.run)
             for k in ("loss", "acc", "arch_loss", "arch_acc"):
                 if k in rec:
                     sums.setdefault(k, []).append(rec[k])
@@ -94,10 +67,17 @@ class SearchJob:
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{rec.get('acc', 0):.2f}")
         lr = m.w_lr
         m.epoch_end()
-        distributed.average_buffers(*method_modules(m))  # BN running statistics: the same on every rank
+        distributed.average_buffers(*m.modules())  # BN running statistics: the same on every rank
         x, y = self.data.train_x[self.val_idx], self.data.train_y[self.val_idx]
-        evaluation = sharded_evaluate(
-            m.evaluate, x, y, 4 * self.cfg.search.batch_size, mean=self.data.mean, std=self.data.std, device=self.device
+        evaluation = evaluate_split(
+            m.evaluate,
+            x,
+            y,
+            4 * self.cfg.search.batch_size,
+            "val",
+            mean=self.data.mean,
+            std=self.data.std,
+            device=self.device,
         )
         genotype = m.genotype()
         self.run.append("genotypes.jsonl", {"epoch": epoch, "genotype": genotype.to_dict()})
@@ -110,8 +90,8 @@ class SearchJob:
             "w_lr": lr,
             "arch_steps": m.arch_steps,
             "genotype": str(genotype),
-            "ops": {t: list(self.space.ops[t]) for t in CELL_TYPES},
-            "arch_weights": {t: w for t, w in m.relax.genotype_weights().items()},
+            "ops": {t: list(self.space.ops[t]) for t in self.space.cell_types},
+            "arch_weights": dict(m.relax.genotype_weights()),
             "alphas": {t: a.detach() for t, a in m.relax.alphas.items()},
             **m.epoch_record(),
         }
@@ -126,32 +106,20 @@ class SearchJob:
 
 
 def search(cfg: Config, out, resume: bool = False, progress: bool = True, callbacks=None) -> SearchResult:
-    """Run (or resume) a search; writes the run directory and returns the final genotype."""
-    run = RunDir(out, write=distributed.is_main())  # a multi-process run: only rank 0 writes
-    if not resume and run.write:
-        for name in ("metrics.jsonl", "steps.jsonl", "genotypes.jsonl", "checkpoint.pt"):
-            run.file(name).unlink(missing_ok=True)
-    run.write_config(cfg.to_plain())
-    resolve_device(cfg.device)  # under torchrun: join the group and select this rank's GPU before touching CUDA
-    reset_peak_memory()
-    t0 = time.perf_counter()
-    job = SearchJob(cfg, run, progress)
-    try:
-        records = run_epochs(job, run, resume=resume, callbacks=callbacks)
-    finally:
-        run.close()
-    saved = run.write and run.file("genotype.json").is_file()
-    genotype = Genotype.load(run.file("genotype.json")) if saved else job.method.genotype()
-    records, seconds = whole_run(run, records, time.perf_counter() - t0)
-    last = records[-1] if records else {}
-    result = SearchResult(
-        genotype, run.path, records, last.get("val_acc", float("nan")), seconds, peak_memory_mb(job.device)
+    """Run (or resume) a search; writes the run directory and returns the final architecture."""
+    job, run, records, seconds, peak = run_job(
+        lambda run: SearchJob(cfg, run, progress), cfg, out, resume, callbacks, LOGS
     )
+    saved = run.write and run.file("genotype.json").is_file()
+    genotype = load_architecture(run.file("genotype.json")) if saved else job.method.genotype()
+    last = records[-1] if records else {}
+    result = SearchResult(genotype, run.path, records, last.get("val_acc", float("nan")), seconds, peak)
     run.write_json(
         "summary.json",
         {
             "kind": "search",
             "method": cfg.method,
+            "space": cfg.space,
             "val_acc": result.val_acc,
             "seconds": result.seconds,
             "peak_memory_mb": result.peak_memory_mb,

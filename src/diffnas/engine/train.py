@@ -1,31 +1,28 @@
-"""Retraining a genotype from scratch with DARTS's evaluation protocol, and its report."""
+"""Retraining an architecture from scratch with its space's protocol, and its report."""
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from ..config import Config
-from ..data import Augment, BatchStream, eval_batches, load_dataset
-from ..errors import TrainingDiverged
-from ..spaces import DerivedNetwork, Genotype
+from ..data import Augment, BatchStream, load_dataset
 from ..runtime import distributed
-from .loop import resolve_device, run_epochs, whole_run
 from ..runtime.rundir import RunDir, seed_everything
-from ..runtime.system import peak_memory_mb, reset_peak_memory
+from ..spaces import Architecture, get_space_class
+from .loop import check_finite, evaluate_split, resolve_device, run_job
+
+LOGS = ("metrics.jsonl",)
 
 
 @dataclass
 class TrainResult:
-    genotype: Genotype
+    genotype: Architecture
     run_dir: Path
     test_acc: float
     params_m: float
@@ -51,7 +48,7 @@ def count_flops_m(net: nn.Module, in_channels: int, size: int) -> float:
 
 
 class TrainJob:
-    def __init__(self, cfg: Config, genotype: Genotype, run: RunDir, progress: bool = True):
+    def __init__(self, cfg: Config, genotype: Architecture, run: RunDir, progress: bool = True):
         self.cfg, self.genotype, self.run, self.progress = cfg, genotype, run, progress
         t = cfg.train
         self.device = resolve_device(cfg.device)
@@ -73,9 +70,9 @@ class TrainJob:
             device=self.device,
             part=(distributed.rank(), distributed.world_size()),
         )
-        self.net = DerivedNetwork(
-            genotype, t.channels, t.layers, data.num_classes, data.in_channels, auxiliary=t.auxiliary > 0
-        ).to(self.device)
+        self.space = get_space_class(genotype.space)()
+        self.task = self.space.task
+        self.net = self.space.build_network(genotype, cfg, data.in_channels, data.num_classes).to(self.device)
         self.opt = torch.optim.SGD(self.net.parameters(), t.lr, momentum=t.momentum, weight_decay=t.wd)
         self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, t.epochs, eta_min=t.lr_min)
         self.epochs = t.epochs
@@ -94,15 +91,11 @@ class TrainJob:
             x, y = self.train.next()
             out = self.net(x)
             logits, aux = out if isinstance(out, tuple) else (out, None)
-            loss = F.cross_entropy(logits, y)
-            if aux is not None:
-                loss = loss + t.auxiliary * F.cross_entropy(aux, y)
+            loss = self.task.loss(logits, y)
+            if aux is not None:  # an auxiliary head (DARTS's protocol)
+                loss = loss + t.auxiliary * self.task.loss(aux, y)
             value = distributed.mean_values({"loss": loss.item()}, ("loss",))["loss"]  # the global batch's
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"training loss became {value} at epoch {epoch} step {i}; the last good checkpoint is in "
-                    f"{self.run.path} (lower the learning rate and --resume)"
-                )
+            check_finite(value, f"training loss at epoch {epoch} step {i}", self.run)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if distributed.world_size() > 1:  # the same all-reduce of the gradients as a search's set_grads
@@ -126,28 +119,20 @@ class TrainJob:
             "drop_path": self.net.drop_prob,
         }
 
-    @torch.no_grad()
     def test(self) -> dict:
-        """Test loss and accuracy on the whole test set (a multi-process run: each rank a part, counts summed)."""
+        """Test loss and metric on the whole test set (a multi-process run: each rank a part, counts summed)."""
         distributed.average_buffers(self.net)  # BN running statistics: the same on every rank
-        self.net.eval()
-        total, correct, loss = 0, 0, 0.0
-        part = distributed.shard_range(len(self.data.test_y))
-        for x, y in eval_batches(
-            self.data.test_x[part],
-            self.data.test_y[part],
+        d = self.data
+        return evaluate_split(
+            lambda batches: self.task.evaluate(self.net, batches),
+            d.test_x,
+            d.test_y,
             256,
-            mean=self.data.mean,
-            std=self.data.std,
+            "test",
+            mean=d.mean,
+            std=d.std,
             device=self.device,
-        ):
-            logits = self.net(x)
-            loss += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            total += y.numel()
-        self.net.train()
-        loss, correct, total = distributed.sum_values([loss, correct, total])
-        return {"test_loss": loss / total, "test_acc": correct / total}
+        )
 
     def state_dict(self) -> dict:
         return {
@@ -165,25 +150,16 @@ class TrainJob:
 
 
 def train(
-    cfg: Config, genotype: Genotype, out, resume: bool = False, progress: bool = True, callbacks=None
+    cfg: Config, genotype: Architecture, out, resume: bool = False, progress: bool = True, callbacks=None
 ) -> TrainResult:
     """Retrain ``genotype`` from scratch (or resume); writes the run directory and returns test accuracy."""
-    run = RunDir(out, write=distributed.is_main())  # a multi-process run: only rank 0 writes
-    if not resume and run.write:
-        for name in ("metrics.jsonl", "checkpoint.pt"):
-            run.file(name).unlink(missing_ok=True)
-    run.write_config(cfg.to_plain())
-    if run.write:
-        genotype.save(run.file("genotype.json"))
-    resolve_device(cfg.device)  # under torchrun: join the group and select this rank's GPU before touching CUDA
-    reset_peak_memory()
-    t0 = time.perf_counter()
-    job = TrainJob(cfg, genotype, run, progress)
-    try:
-        records = run_epochs(job, run, resume=resume, callbacks=callbacks)
-    finally:
-        run.close()
-    records, seconds = whole_run(run, records, time.perf_counter() - t0)
+
+    def make_job(run: RunDir) -> TrainJob:
+        if run.write:
+            genotype.save(run.file("genotype.json"))
+        return TrainJob(cfg, genotype, run, progress)
+
+    job, run, records, seconds, peak = run_job(make_job, cfg, out, resume, callbacks, LOGS)
     test_acc = records[-1]["test_acc"] if records else job.test()["test_acc"]
     result = TrainResult(
         genotype,
@@ -192,12 +168,13 @@ def train(
         count_params_m(job.net),
         count_flops_m(job.net, job.data.in_channels, job.data.image_size),
         seconds,
-        peak_memory_mb(job.device),
+        peak,
     )
     run.write_json(
         "result.json",
         {
             "kind": "train",
+            "space": genotype.space,
             "test_acc": result.test_acc,
             "params_m": result.params_m,
             "flops_m": result.flops_m,

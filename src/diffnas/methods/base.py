@@ -1,23 +1,32 @@
 """The search-method interface and the parts every method shares.
 
-A method owns the supernet, the two optimizers, the schedule and the
-regularizers, and says in ``step`` how weights and architecture move for one
-training batch. The engine knows nothing else about it: it calls ``epoch_start``,
-``step`` per batch, ``evaluate``, ``genotype`` and the state-dict pair.
+A method owns the supernet, the two optimizers, the schedule and the regularizers,
+and says how weights and architecture move. The step frame (``step``: relaxation hook,
+schedule check, architecture update, weight update, counters, records) is written once
+here; a method overrides ``arch_step`` and ``weight_step`` (or, for another order of
+updates such as RARTS's Gauss-Seidel sweep, ``updates``). The engine knows nothing else
+about it: it calls ``epoch_start``, ``step`` per batch, ``epoch_end``, ``evaluate``,
+``genotype``, ``modules``, ``data_keys`` and the state-dict pair.
+
+Declared, not guessed: ``requires`` names the relaxation capabilities a method needs
+(checked before anything runs, ``diffnas.catalog``), ``options`` its own config keys
+(``cfg[<method name>]``), ``defaults`` the paper's values of shared keys; both dicts
+inherit along the class hierarchy.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..runtime.distributed import average_gradients
+from ..registry import inherited
 from ..regularizers import build_regularizers
 from ..relax import build_relaxation
+from ..runtime.distributed import average_gradients
 from ..schedules import build_schedule
-from ..spaces.genotype import Genotype
-from ..supernet import Supernet
+from ..spaces import Architecture
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -38,13 +47,19 @@ def set_grads(params, grads) -> None:
 class SearchMethod:
     name = ""
     help = ""
-    defaults: dict = {}  # config overrides from the method's paper, merged over DARTS's
-    relaxation = "softmax"
+    defaults: dict = {}  # the paper's values of shared config keys (search.*, reg, space), over DARTS's
+    options: dict = {}  # the method's own config keys, under cfg[<method name>]
+    relaxation = "softmax"  # the relaxation it uses unless told otherwise
+    requires: frozenset = frozenset()  # relaxation capabilities it needs (see Relaxation.provides)
+    data_keys = ("loss", "acc", "arch_loss", "arch_acc")  # per-step numbers measured on data (averaged over ranks)
 
     def __init__(self, cfg, space, in_channels: int, num_classes: int, device):
         s = cfg.search
         self.cfg, self.space, self.device = cfg, space, device
+        self.opts = cfg.get(self.name) or {}
         self.in_channels, self.num_classes = in_channels, num_classes
+        self.input_shape: tuple | None = None  # (C, H, W) of the data, from the first batch
+        self.probe = None  # a benchmark's phase timer (``phase``); None in a run
         self.relax = build_relaxation(s.relaxation or self.relaxation, space, cfg)
         self.net = self.make_supernet().to(device)
         self.weights = self.net.weight_parameters()
@@ -60,11 +75,25 @@ class SearchMethod:
         self.arch_steps = 0
         self.last_grad_norm = None  # pre-clip norm of the last weight gradient (read by the FIMT schedule)
 
+    @classmethod
+    def paper_defaults(cls) -> dict:
+        return inherited(cls, "defaults")
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        return inherited(cls, "options")
+
     def make_supernet(self) -> nn.Module:
-        s = self.cfg.search
-        return Supernet(self.relax, s.channels, s.layers, self.num_classes, self.in_channels)
+        return self.space.build_supernet(self.relax, self.cfg, self.in_channels, self.num_classes)
 
     # -- what the engine calls -------------------------------------------------------------
+    def modules(self) -> list[nn.Module]:
+        """The networks the method trains (BatchNorm statistics are averaged over ranks)."""
+        return [self.net]
+
+    def steady_state_epoch(self) -> int:
+        """The first epoch whose steps are the method's steady state (no frozen architecture, no warm-up)."""
+        return self.cfg.search.arch_start_epoch
     def epoch_start(self, epoch: int, steps_per_epoch: int) -> None:
         self.epoch, self.steps_per_epoch, self.step_in_epoch = epoch, steps_per_epoch, 0
         self.relax.epoch_start(epoch)
@@ -77,23 +106,41 @@ class SearchMethod:
         return {}
 
     def step(self, batch, val_batches) -> dict:
-        """One training step; ``val_batches.next()`` gives a val batch when an architecture step needs one."""
-        raise NotImplementedError
+        """One training step: the frame every method shares; ``val_batches.next()`` gives a val batch."""
+        if self.input_shape is None:
+            self.input_shape = tuple(batch[0].shape[1:])
+        self.relax.step_start()
+        record = self.updates(batch, val_batches, self.schedule.arch_step_due(self))
+        self.step_in_epoch += 1
+        self.schedule.after_weight_step(self)
+        record.update(self.relax.record(), **self.schedule.record())
+        return record
 
-    def genotype(self) -> Genotype:
+    def updates(self, batch, val_batches, arch_due: bool) -> dict:
+        """DARTS's order: the architecture on a val batch (when due), then the weights on the train batch."""
+        record = {}
+        if arch_due:
+            val_batch = val_batches.next()
+            with self.phase("arch"):
+                record.update(self.arch_step(val_batch, batch))
+        with self.phase("weight"):
+            record.update(self.weight_step(batch))
+        return record
+
+    def arch_step(self, val_batch, train_batch) -> dict:
+        """The architecture update (first order by default)."""
+        return self.first_order_arch_step(val_batch)
+
+    def phase(self, name: str):
+        """A context around one phase of a step ("arch", "weight"); a benchmark's probe times it."""
+        return self.probe.phase(name) if self.probe is not None else contextlib.nullcontext()
+
+    def genotype(self) -> Architecture:
         return self.relax.genotype()
 
-    @torch.no_grad()
     def evaluate(self, batches) -> dict:
-        self.net.eval()
-        total, correct, loss = 0, 0, 0.0
-        for x, y in batches:
-            logits = self.net(x)
-            loss += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            total += y.numel()
-        self.net.train()
-        return {"val_loss": loss / max(total, 1), "val_acc": correct / max(total, 1)}
+        """The supernet judged by the space's task over ``batches`` (sums; the engine makes means)."""
+        return self.space.task.evaluate(self.net, batches)
 
     @property
     def progress(self) -> float:
@@ -108,15 +155,31 @@ class SearchMethod:
     def loss(self, batch, net=None) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
         logits = (net or self.net)(x)
-        return F.cross_entropy(logits, y), logits
+        return self.space.task.loss(logits, y), logits
 
     def regularization(self) -> torch.Tensor | float:
         return sum((r.penalty(self) for r in self.regularizers), 0.0)
 
     def arch_step_with(self, grads) -> None:
-        """Apply architecture gradients, then let regularizers update their state."""
+        """Apply architecture gradients, then let regularizers update their state.
+
+        Rows that ``frozen_arch_rows`` names keep their values and Adam moments (a lazy,
+        row-sparse Adam): DARTS-CD moves only the relaxed edges' alphas.
+        """
         set_grads(self.arch, grads)
+        kept = []
+        for a, frozen in self.frozen_arch_rows().items():
+            frozen = frozen.to(a.device)
+            st = self.a_opt.state.get(a, {})
+            moments = {k: st[k][frozen].clone() for k in ("exp_avg", "exp_avg_sq") if k in st}
+            kept.append((a, frozen, a.detach()[frozen].clone(), moments))
         self.a_opt.step()
+        with torch.no_grad():
+            for a, frozen, values, moments in kept:
+                a[frozen] = values
+                st = self.a_opt.state[a]
+                for k in ("exp_avg", "exp_avg_sq"):
+                    st[k][frozen] = moments[k] if k in moments else 0.0
         self.arch_steps += 1
         for r in self.regularizers:
             r.after_arch_step(self)
@@ -135,6 +198,10 @@ class SearchMethod:
             self.last_grad_norm = norm
         (opt or self.w_opt).step()
 
+    def frozen_arch_rows(self) -> dict:
+        """{architecture parameter: [rows] bool}: rows this architecture step must leave as they are."""
+        return {}
+
     def first_order_arch_step(self, val_batch) -> dict:
         loss, logits = self.loss(val_batch)
         total = loss + self.regularization()
@@ -145,7 +212,6 @@ class SearchMethod:
     def weight_step(self, batch) -> dict:
         loss, logits = self.loss(batch)
         self.apply_weight_grads(self.weights, torch.autograd.grad(loss, self.weights, allow_unused=True))
-        self.step_in_epoch += 1
         return {"loss": loss.item(), "acc": accuracy(logits, batch[1])}
 
     # -- checkpointing ---------------------------------------------------------------------

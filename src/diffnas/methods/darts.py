@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..runtime.distributed import average_gradients
@@ -9,33 +11,24 @@ from .base import SearchMethod, accuracy
 
 
 class DARTS(SearchMethod):
-    """Per step: an architecture step on a val batch (when the schedule says so), then a weight step."""
+    """Per step (the base frame): an architecture step on a val batch when the schedule says so, then a weight step."""
 
     name = "darts"
     help = "DARTS, first order: alpha follows grad of L_val at the current weights"
-
-    def step(self, batch, val_batches) -> dict:
-        self.relax.step_start()
-        record = {}
-        if self.schedule.arch_step_due(self):
-            record.update(self.arch_step(val_batches.next(), batch))
-        record.update(self.weight_step(batch))
-        self.schedule.after_weight_step(self)
-        record.update(self.relax.record(), **self.schedule.record())
-        return record
-
-    def arch_step(self, val_batch, train_batch) -> dict:
-        return self.first_order_arch_step(val_batch)
 
 
 class DARTS2(DARTS):
     name = "darts2"
     help = "DARTS, second order: unrolled weight step, finite-difference Hessian-vector product"
     # R = hvp_epsilon / ||v|| as in the DARTS code; smaller values are more exact in float64
-    defaults = {"search": {"hvp_epsilon": 0.01}}
+    options = {"hvp_epsilon": 0.01}
 
     def arch_step(self, val_batch, train_batch) -> dict:
-        grads, loss, logits = self.unrolled_arch_grads(train_batch, val_batch)
+        # float32 whatever the run's precision: R * v is far below a bf16 step of the weights, so the
+        # finite-difference Hessian-vector product would be rounding noise under autocast
+        full = getattr(self.net, "full_precision", contextlib.nullcontext)
+        with full():
+            grads, loss, logits = self.unrolled_arch_grads(train_batch, val_batch)
         reg = self.regularization()
         if torch.is_tensor(reg) and reg.requires_grad:
             extra = torch.autograd.grad(reg, self.arch, allow_unused=True)
@@ -73,7 +66,7 @@ class DARTS2(DARTS):
         grads = torch.autograd.grad(loss_v, list(self.arch) + list(params), allow_unused=True)
         g_alpha, v = grads[: len(self.arch)], grads[len(self.arch) :]
         v = [torch.zeros_like(p) if g is None else g for p, g in zip(params, average_gradients(params, v))]
-        R = s.hvp_epsilon / torch.sqrt(sum((g * g).sum() for g in v))
+        R = self.opts.hvp_epsilon / torch.sqrt(sum((g * g).sum() for g in v))
 
         def arch_grad_at(sign: float):
             with torch.no_grad():

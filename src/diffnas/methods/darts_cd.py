@@ -5,18 +5,20 @@ each cell (equation 2, Algorithm 1); the architecture step (first order, as in t
 paper) and the weight step both see that sample. Only the relaxed edges' op
 parameters get a weight update (every other edge's max-alpha op is left exactly as
 it is, momentum and weight decay included), plus the stem, the cell preprocessing and
-the classifier, which belong to no edge (``search.cd_train_shared``). After the
+the classifier, which belong to no edge (``darts-cd.train_shared``). After the
 warm-up, only the relaxed edges' alphas move: the Adam step is restricted to their
 rows (the other rows' values and Adam moments are kept, as a lazy/sparse Adam does).
 
 ``max-alpha``: every edge runs its max-alpha op; weights and alphas (through the
 straight-through one-hot) all learn each step.
 
-Warm-up (both): for the first ``search.warmup_epochs`` epochs the sign of every alpha
-is inverted after each epoch (at the start of epochs 1..W), so those epochs alternate
-between softmax(alpha) and softmax(-alpha) (equation 3); Adam's first moment is
-inverted with it. The alpha weight decay is ``search.warmup_a_wd`` (1e-3) during the
-warm-up (epochs 0..W-1), when every alpha decays, and ``search.a_wd`` (0) after.
+Warm-up (both): for the first ``warmup_epochs`` epochs (an option of each method) the
+sign of every alpha is inverted after each epoch (at the start of epochs 1..W), so those
+epochs alternate between softmax(alpha) and softmax(-alpha) (equation 3); Adam's first
+moment is inverted with it. The alpha weight decay is ``warmup_a_wd`` (1e-3) during the
+warm-up (epochs 0..W-1), when every alpha decays, and ``search.a_wd`` (0) after. The
+edge sampling's options (``relax.edges``, ``relax.sample``, ``relax.argmax_none``) are
+the coordinate relaxation's own.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
-from ..spaces.space import CELL_TYPES
-from .base import accuracy, set_grads
+from .base import accuracy
 from .darts import DARTS
 
+# the paper's values of the shared keys
 PAPER = {
     "search": {
         "epochs": 25,
@@ -41,12 +42,6 @@ PAPER = {
         "a_lr": 0.025,
         "a_betas": [0.5, 0.999],
         "a_wd": 0.0,  # after the warm-up: unselected edges must not drift
-        "warmup_epochs": 10,  # sign inversion after each of the first W epochs
-        "warmup_a_wd": 1e-3,  # alpha weight decay during the warm-up
-        "cd_edges": 1,  # M: relaxed edges per cell and step
-        "cd_sample": "cell",  # cell (Algorithm 1) | cell_type
-        "cd_argmax_none": True,  # the max-alpha op may be `none` (the edge then runs nothing)
-        "cd_train_shared": True,  # stem, preprocessing and classifier get a weight update every step
     }
 }
 
@@ -54,28 +49,32 @@ PAPER = {
 class _SignWarmup(DARTS):
     """DARTS first order plus the warm-up: sign inversions and the alpha weight decay switch."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not hasattr(self.relax, "flip_sign"):
-            raise ConfigError(f"method {self.name} needs the coordinate or max-alpha relaxation")
+    requires = frozenset({"sign-flip"})
+    defaults = PAPER
+    options = {
+        "warmup_epochs": 10,  # sign inversion after each of the first W epochs
+        "warmup_a_wd": 1e-3,  # alpha weight decay during the warm-up
+    }
 
     @property
     def in_warmup(self) -> bool:
-        return self.epoch < self.cfg.search.get("warmup_epochs", 0)
+        return self.epoch < self.opts.warmup_epochs
+
+    def steady_state_epoch(self) -> int:
+        return max(super().steady_state_epoch(), self.opts.warmup_epochs)
 
     def epoch_start(self, epoch: int, steps_per_epoch: int) -> None:
-        s = self.cfg.search
-        if 1 <= epoch <= s.get("warmup_epochs", 0):
+        if 1 <= epoch <= self.opts.warmup_epochs:
             self.flip_sign()
         super().epoch_start(epoch, steps_per_epoch)
-        wd = s.get("warmup_a_wd", s.a_wd) if self.in_warmup else s.a_wd
+        wd = self.opts.warmup_a_wd if self.in_warmup else self.cfg.search.a_wd
         for group in self.a_opt.param_groups:
             group["weight_decay"] = wd
 
     def epoch_record(self) -> dict:
         """Per epoch in metrics.jsonl: the max-alpha op of every edge at the epoch's end, and the alphas' sign."""
         return {
-            "max_alpha": {t: self.relax.max_alpha_ops(t).tolist() for t in CELL_TYPES},
+            "max_alpha": {t: self.relax.max_alpha_ops(t).tolist() for t in self.space.cell_types},
             "alpha_sign": int(self.relax.sign.item()),
             "warmup": self.in_warmup,
         }
@@ -93,12 +92,11 @@ class DARTSCD(_SignWarmup):
     name = "darts-cd"
     help = "DARTS-CD: one softmax-relaxed edge per cell and step, max-alpha ops elsewhere; warm-up sign flips"
     relaxation = "coordinate"
-    defaults = PAPER
+    requires = frozenset({"sign-flip", "edge-sampling"})
+    options = {"train_shared": True}  # stem, preprocessing and classifier get a weight update every step
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not hasattr(self.relax, "relaxed_edges") or self.relax.name == "max-alpha":
-            raise ConfigError("method darts-cd needs the coordinate relaxation")
         self.edge_params = {
             (cell.index, e): list(edge.parameters()) for cell in self.net.cells for e, edge in enumerate(cell.edges)
         }
@@ -107,14 +105,14 @@ class DARTSCD(_SignWarmup):
 
     def relaxed_rows(self) -> dict:
         """{cell type: [E] bool}: the alpha rows relaxed in this step in some cell of that type."""
-        rows = {t: torch.zeros(self.space.num_edges, dtype=torch.bool) for t in CELL_TYPES}
+        rows = {t: torch.zeros(self.relax.alphas[t].shape[0], dtype=torch.bool) for t in self.space.cell_types}
         for cell in self.net.cells:
             rows[cell.cell_type][self.relax.relaxed_edges(cell.cell_type, cell.index)] = True
         return rows
 
     def trainable_weights(self) -> list[nn.Parameter]:
         """The weights updated in this step: the relaxed edges' ops (+ the shared stem/preprocess/classifier)."""
-        params = list(self.shared_params) if self.cfg.search.get("cd_train_shared", True) else []
+        params = list(self.shared_params) if self.opts.train_shared else []
         for cell in self.net.cells:
             for e in self.relax.relaxed_edges(cell.cell_type, cell.index):
                 params += self.edge_params[(cell.index, e)]
@@ -128,34 +126,17 @@ class DARTSCD(_SignWarmup):
         for p in self.weights:
             p.grad = None
         self.apply_weight_grads(params, grads)
-        self.step_in_epoch += 1
         return {"loss": loss.item(), "acc": accuracy(logits, batch[1])}
 
-    def arch_step_with(self, grads) -> None:
-        """Adam on the alphas; after the warm-up only the relaxed rows move (values and moments of the rest kept)."""
-        set_grads(self.arch, grads)
-        kept = []
-        if not self.in_warmup:
-            for t, rows in self.relaxed_rows().items():
-                a = self.relax.alphas[t]
-                frozen = ~rows.to(a.device)
-                st = self.a_opt.state.get(a, {})
-                moments = {k: st[k][frozen].clone() for k in ("exp_avg", "exp_avg_sq") if k in st}
-                kept.append((a, frozen, a.detach()[frozen].clone(), moments))
-        self.a_opt.step()
-        with torch.no_grad():
-            for a, frozen, values, moments in kept:
-                a[frozen] = values
-                st = self.a_opt.state[a]
-                for k in ("exp_avg", "exp_avg_sq"):
-                    st[k][frozen] = moments[k] if k in moments else 0.0
-        self.arch_steps += 1
-        for r in self.regularizers:
-            r.after_arch_step(self)
+    def frozen_arch_rows(self) -> dict:
+        """After the warm-up only the relaxed rows move: Adam leaves the others' values and moments as they are."""
+        if self.in_warmup:
+            return {}
+        return {self.relax.alphas[t]: ~rows for t, rows in self.relaxed_rows().items()}
 
 
 class MaxAlpha(_SignWarmup):
     name = "max-alpha"
     help = "max-alpha (DARTS-CD's ablation): every edge runs only its max-alpha op (straight-through to alpha)"
     relaxation = "max-alpha"
-    defaults = {"search": {**PAPER["search"], "warmup_epochs": 0}}
+    options = {"warmup_epochs": 0}

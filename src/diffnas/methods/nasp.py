@@ -9,7 +9,7 @@ Algorithm 2, per training step (``search.nasp_update: nasp``):
 3. A_bar_{t+1} = prox_C1(A_{t+1})
 4. a weight step on L_train(w, A_bar_{t+1}) running only the selected op of each kept edge.
 
-The two baselines of the paper's section 4.3 (its Figure 5), as ``search.nasp_update``:
+The two baselines of the paper's section 4.3 (its Figure 5), as ``nasp.update``:
 
 - ``proximal`` (eq. 10, standard proximal step): A_{t+1} = prox_C(A_t - eps grad), with
   prox_C = prox_C1(prox_C2(.)) (Proposition 1) as the exact Euclidean projection: the alphas
@@ -36,40 +36,29 @@ class NASP(SearchMethod):
     name = "nasp"
     help = "NASP: discrete architecture in every forward, proximal steps on continuous alphas in [0, 1]"
     relaxation = "discrete"
-    defaults = {
-        "space": "darts-nonone",
-        "search": {
-            "nasp_update": "nasp",  # nasp (Algorithm 2) | proximal (eq. 10) | lazy (eq. 11)
-            "nasp_arch_ops": "all",  # ops computed in the architecture step: all (authors' code) | selected
-        },
+    requires = frozenset({"discrete"})
+    defaults = {"space": "darts-nonone"}
+    options = {
+        "update": "nasp",  # nasp (Algorithm 2) | proximal (eq. 10) | lazy (eq. 11)
+        "arch_ops": "all",  # ops computed in the architecture step: all (authors' code) | selected
     }
 
     def __init__(self, cfg, space, in_channels: int, num_classes: int, device):
-        s = cfg.search
-        if s.nasp_update not in UPDATES:
-            raise ConfigError(f"search.nasp_update must be one of {', '.join(UPDATES)}, got '{s.nasp_update}'")
-        if s.nasp_arch_ops not in ARCH_OPS:
-            raise ConfigError(f"search.nasp_arch_ops must be one of {', '.join(ARCH_OPS)}, got '{s.nasp_arch_ops}'")
+        o = cfg[self.name]
+        if o.update not in UPDATES:
+            raise ConfigError(f"nasp.update must be one of {', '.join(UPDATES)}, got '{o.update}'")
+        if o.arch_ops not in ARCH_OPS:
+            raise ConfigError(f"nasp.arch_ops must be one of {', '.join(ARCH_OPS)}, got '{o.arch_ops}'")
         super().__init__(cfg, space, in_channels, num_classes, device)
-        if not hasattr(self.relax, "computing"):
-            raise ConfigError(f"nasp needs the 'discrete' relaxation, got '{s.relaxation}'")
-        self.update = s.nasp_update
-        self.arch_phase = "arch" if s.nasp_arch_ops == "all" else "arch_selected"
+        self.update = o.update
+        self.arch_phase = "arch" if o.arch_ops == "all" else "arch_selected"
         if self.update == "proximal":  # start on the constraint set, A_0 in C
             self.project()
 
-    def step(self, batch, val_batches) -> dict:
-        self.relax.step_start()
-        record = {}
-        if self.schedule.arch_step_due(self):
-            record.update(self.arch_step(val_batches.next()))
-        # the relaxation discretizes the (new) alphas again: A_bar_{t+1} = prox_C1(A_{t+1})
-        record.update(self.weight_step(batch))
-        self.schedule.after_weight_step(self)
-        record.update(self.relax.record(), **self.schedule.record())
-        return record
+    # the frame's order is Algorithm 2's: the architecture step, then (the relaxation discretizes the
+    # new alphas again, A_bar_{t+1} = prox_C1(A_{t+1})) the weight step
 
-    def arch_step(self, val_batch) -> dict:
+    def arch_step(self, val_batch, train_batch=None) -> dict:
         """grad_{A_bar} (L_val + regularizers) at A_bar = prox_C1(A), applied to A; then the update's prox."""
         before = {t: self.relax.mask(t).clone() for t in self.relax.alphas}
         with self.relax.computing(self.arch_phase):

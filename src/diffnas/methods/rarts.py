@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..registry import DROP
 from .base import SearchMethod, accuracy
 
 Params = Sequence[torch.Tensor]
@@ -123,39 +124,41 @@ class RARTS(SearchMethod):
 
     name = "rarts"
     help = "RARTS: two supernets (w on train, y on val) share alpha; Gauss-Seidel steps on the relaxed Lagrangian"
-    defaults = {
-        "search": {
-            "rarts_lambda": 1.0,  # weight of L_t in the Lagrangian (paper: a hyperparameter, no CIFAR value)
-            "rarts_beta": 1.0,  # strength of the ||y - w||^2 coupling
-            "rarts_y_init": "copy",  # copy: y starts as w; independent: its own random init
-            "rarts_y_lr": None,  # None: y follows w's learning rate schedule
-        },
+    options = {
+        "lambda": 1.0,  # weight of L_t in the Lagrangian (paper: a hyperparameter, no CIFAR value)
+        "beta": 1.0,  # strength of the ||y - w||^2 coupling
+        "y_init": "copy",  # copy: y starts as w; independent: its own random init
+        "y_lr": None,  # None: y follows w's learning rate schedule
     }
+    data_keys = (*SearchMethod.data_keys, "arch_loss_t", "loss_y", "acc_y")
     tied = False
 
     def __init__(self, cfg, space, in_channels: int, num_classes: int, device):
         super().__init__(cfg, space, in_channels, num_classes, device)
-        s = cfg.search
-        self.lam = float(s.get("rarts_lambda", 1.0))
-        self.beta = float(s.get("rarts_beta", 0.0))
+        s, o = cfg.search, self.opts
+        self.lam = float(o["lambda"])
+        self.beta = 0.0 if self.tied else float(o.beta)
         if self.tied:
             self.net_y, self.weights_y = self.net, self.weights
             self.y_opt = self.y_lr_schedule = None
             return
-        init = s.get("rarts_y_init", "copy")
+        init = o.y_init
         if init not in ("copy", "independent"):
-            raise ConfigError(f"search.rarts_y_init must be 'copy' or 'independent', got {init!r}")
+            raise ConfigError(f"rarts.y_init must be 'copy' or 'independent', got {init!r}")
         self.net_y = self.make_supernet().to(device)  # a second supernet on the same relaxation object
         if init == "copy":
             with torch.no_grad():
                 for p, q in zip(self.net_y.weight_parameters(), self.weights):
                     p.copy_(q)
         self.weights_y = self.net_y.weight_parameters()
-        y_lr = s.get("rarts_y_lr") or s.w_lr
+        y_lr = o.y_lr or s.w_lr
         self.y_opt = torch.optim.SGD(self.weights_y, y_lr, momentum=s.w_momentum, weight_decay=s.w_wd)
         self.y_lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.y_opt, s.epochs, eta_min=s.w_lr_min * y_lr / s.w_lr
         )
+
+    def modules(self) -> list:
+        return [self.net] if self.tied else [self.net, self.net_y]
 
     def epoch_end(self) -> None:
         super().epoch_end()
@@ -165,16 +168,17 @@ class RARTS(SearchMethod):
     def _optimizer_update(self, opt) -> Callable:
         def update(params, grads):
             # the FIMT schedule reads w's gradient norm (the network trained on the train split), not y's
-            self.apply_weight_grads(params, grads, opt, record_norm=opt is self.w_opt)
+            with self.phase("weight"):
+                self.apply_weight_grads(params, grads, opt, record_norm=opt is self.w_opt)
 
         return update
 
     def _arch_update(self, params, grads) -> None:
-        self.arch_step_with(grads)
+        with self.phase("arch"):
+            self.arch_step_with(grads)
 
-    def step(self, batch, val_batch_stream) -> dict:
-        self.relax.step_start()
-        do_arch = self.schedule.arch_step_due(self)
+    def updates(self, batch, val_batch_stream, do_arch: bool) -> dict:
+        """The Gauss-Seidel sweep: w, then y, then alpha (the frame's arch-then-weight order does not apply)."""
         val = val_batch_stream.next()  # y trains on the val split at every step
         logits, first_acc = {}, {}
 
@@ -200,8 +204,6 @@ class RARTS(SearchMethod):
             self._arch_update if do_arch else None,
             penalty=self.regularization if self.regularizers else None,
         )
-        self.step_in_epoch += 1
-        self.schedule.after_weight_step(self)
         record = {"loss": rec["loss_t"], "acc": first_acc["t"]}
         if not self.tied:
             record.update(loss_y=rec["loss_v"], acc_y=first_acc["v"])
@@ -214,7 +216,6 @@ class RARTS(SearchMethod):
                 record["wy_dist"] = torch.sqrt(
                     sum(((p - q) ** 2).sum() for p, q in zip(self.weights, self.weights_y))
                 ).item()
-        record.update(self.relax.record(), **self.schedule.record())
         return record
 
     def state_dict(self) -> dict:
@@ -240,5 +241,5 @@ class MiLeNAS(RARTS):
 
     name = "milenas"
     help = "MiLeNAS, first order: RARTS with y = w (alpha on lambda*L_train + L_val, one network)"
-    defaults = {"search": {"rarts_lambda": 1.0}}
+    options = {"beta": DROP, "y_init": DROP, "y_lr": DROP}  # one network: no y, no coupling
     tied = True

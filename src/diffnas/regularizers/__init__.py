@@ -16,6 +16,7 @@ from ..registry import import_submodules
 
 class Regularizer:
     name = "base"
+    requires: frozenset = frozenset()  # capabilities the space must provide (see spaces/base.py)
 
     def __init__(self, options, space):
         self.options = options
@@ -37,6 +38,12 @@ class Regularizer:
 REGULARIZERS: dict = {}
 
 
+def get_regularizer(name: str) -> type[Regularizer]:
+    if name not in REGULARIZERS:
+        raise ConfigError(f"unknown regularizer '{name}'; choose from {', '.join(REGULARIZERS) or 'none yet'}")
+    return REGULARIZERS[name]
+
+
 def register(cls):
     REGULARIZERS[cls.name] = cls
     return cls
@@ -45,11 +52,10 @@ def register(cls):
 def build_regularizers(reg_cfg: dict, space) -> list[Regularizer]:
     out = []
     for name, options in (reg_cfg or {}).items():
-        if name not in REGULARIZERS:
-            raise ConfigError(f"unknown regularizer '{name}'; choose from {', '.join(REGULARIZERS) or 'none yet'}")
+        cls = get_regularizer(name)
         if options is None or options is False or options == 0:
             continue
-        out.append(REGULARIZERS[name](options, space))
+        out.append(cls(options, space))
     return out
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from ..spaces import CELL_TYPES
-from ..spaces.genotype import discrete_mask
 from . import Regularizer, register
 from .proximity import rho_option
 
@@ -26,6 +24,7 @@ from .proximity import rho_option
 @register
 class ADMM(Regularizer):
     name = "admm"
+    requires = frozenset({"projection"})
 
     def __init__(self, options, space):
         super().__init__(options, space)
@@ -41,23 +40,23 @@ class ADMM(Regularizer):
 
     def _init(self, method) -> None:
         if self.z is None:
-            acts = {t: method.relax.weights(t).detach() for t in CELL_TYPES}
-            self.z = {t: discrete_mask(self.space, t, a) for t, a in acts.items()}
+            acts = {t: method.relax.weights(t).detach() for t in self.space.cell_types}
+            self.z = {t: self.space.projection(t, a) for t, a in acts.items()}
             self.u = {t: torch.zeros_like(a) for t, a in acts.items()}
 
     def penalty(self, method) -> torch.Tensor:
         self._init(method)
         return (self.rho / 2) * sum(
-            torch.sum((method.relax.weights(t) - self.z[t] + self.u[t]) ** 2) for t in CELL_TYPES
+            torch.sum((method.relax.weights(t) - self.z[t] + self.u[t]) ** 2) for t in self.space.cell_types
         )
 
     def update(self, method) -> None:
         """Equations S3 and S5."""
         self._init(method)
         with torch.no_grad():
-            for t in CELL_TYPES:
+            for t in self.space.cell_types:
                 a = method.relax.weights(t).detach()
-                self.z[t] = discrete_mask(self.space, t, a + self.u[t])
+                self.z[t] = self.space.projection(t, a + self.u[t])
                 self.u[t] = self.lambda_u * self.u[t] + a - self.z[t]
         self.updates += 1
 

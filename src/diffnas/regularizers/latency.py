@@ -14,8 +14,9 @@ Configured as ``reg.latency: WEIGHT`` (the paper's CIFAR search: 0.002, the weig
 ``reg.latency: {weight: W, batch: 1, repeats: 20, warmup: 3, cache: true}``. The op
 weights are the relaxation's (``softmax(alpha)`` for DARTS-style relaxations).
 
-The table is built on the first penalty, from the supernet's plan and the input shape
-of its last forward (``Supernet.input_shape``). ``Latency.timer`` is the
+The table is built on the first penalty, from the shapes the supernet says its edges
+see (``net.edge_shapes``) at the shape of the data the method searches on
+(``method.input_shape``). ``Latency.timer`` is the
 micro-benchmark, ``(op_name, channels, height, width, stride, batch, device) -> ms``;
 tests replace it.
 """
@@ -31,11 +32,10 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
 from ..runtime.distributed import all_reduce_mean
 from ..runtime.system import cpu_model
-from ..errors import ConfigError
-from ..spaces.ops import OPS
-from ..spaces.space import CELL_TYPES
+from ..spaces import OPS
 from . import Regularizer, register
 
 
@@ -72,29 +72,10 @@ def time_op(name: str, c: int, h: int, w: int, stride: int, batch: int = 1, devi
     return statistics.median(times)
 
 
-def edge_shapes(net, input_shape) -> list:
-    """Per cell: (cell type, [(channels, height, width, stride) per edge]) of the ops' inputs.
-
-    Edges from the cell's two inputs see the cell's input resolution (stride 2 in a
-    reduction cell), edges from its nodes the output resolution; partial-channel edges
-    (PC-DARTS) run their ops on C / K channels.
-    """
-    _, h, w = input_shape
-    out = []
-    for cell, spec in zip(net.cells, net.plan):
-        h2, w2 = (-(-h // 2), -(-w // 2)) if spec.reduction else (h, w)
-        shapes = []
-        for edge, j in zip(cell.edges, cell.inputs):
-            c = spec.c // getattr(edge, "k", 1)
-            shapes.append((c, h, w, edge.stride) if j < 2 else (c, h2, w2, 1))
-        out.append((cell.cell_type, shapes))
-        h, w = h2, w2
-    return out
-
-
 @register
 class Latency(Regularizer):
     name = "latency"
+    requires = frozenset({"edge-shapes"})
     timer = staticmethod(time_op)
 
     def __init__(self, options, space):
@@ -130,8 +111,8 @@ class Latency(Regularizer):
             except (OSError, ValueError):
                 cache = {}
         new = False
-        table = {t: torch.zeros(self.space.num_edges, len(self.space.ops[t])) for t in CELL_TYPES}
-        for cell_type, shapes in edge_shapes(net, input_shape):
+        table = {t: torch.zeros(*self.space.alpha_shape(t)) for t in self.space.cell_types}
+        for cell_type, shapes in net.edge_shapes(input_shape):
             for e, (c, h, w, stride) in enumerate(shapes):
                 for o, op in enumerate(self.space.ops[cell_type]):
                     key = f"{op}|{c}|{h}|{w}|{stride}"
@@ -155,21 +136,21 @@ class Latency(Regularizer):
 
     def ensure_table(self, method) -> dict:
         if self.table is None:
-            shape = getattr(method.net, "input_shape", None)
+            shape = method.input_shape
             if shape is None:
-                raise ConfigError("reg.latency needs the supernet to have seen an input before the first penalty")
+                raise ConfigError("reg.latency needs the shape of the data: the method has seen no batch yet")
             device = next(method.net.parameters()).device
             table = self.build_table(method.net, shape, device)
             # each rank of a multi-process run measures its own device: they share the mean table
-            means = all_reduce_mean([table[t] for t in CELL_TYPES])
-            self.table = {t: v.to(device) for t, v in zip(CELL_TYPES, means)}
+            means = all_reduce_mean([table[t] for t in self.space.cell_types])
+            self.table = {t: v.to(device) for t, v in zip(self.space.cell_types, means)}
         return self.table
 
     # -- the penalty ------------------------------------------------------------------------
     def latency(self, method) -> torch.Tensor:
         """<op weights, Lat> summed over cell types: the expected latency of the supernet, in ms."""
         table = self.ensure_table(method)
-        return sum((method.relax.weights(t) * table[t]).sum() for t in CELL_TYPES)
+        return sum((method.relax.weights(t) * table[t]).sum() for t in self.space.cell_types)
 
     def penalty(self, method) -> torch.Tensor:
         return self.weight * self.latency(method)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from ..spaces import CELL_TYPES
-from ..spaces.genotype import discrete_mask
 from . import Regularizer, register
 
 
@@ -37,6 +35,7 @@ def rho_option(options, name: str, default: float, keys=("rho",)) -> dict:
 @register
 class Proximity(Regularizer):
     name = "proximity"
+    requires = frozenset({"projection"})
 
     def __init__(self, options, space):
         super().__init__(options, space)
@@ -44,10 +43,10 @@ class Proximity(Regularizer):
 
     def distance(self, act: torch.Tensor, cell_type: str) -> torch.Tensor:
         """||act - Pi_S(act)||, Pi_S taken on the detached weights."""
-        target = discrete_mask(self.space, cell_type, act.detach())
+        target = self.space.projection(cell_type, act.detach())
         return torch.linalg.vector_norm(act - target)
 
     def penalty(self, method) -> torch.Tensor:
         c = method.progress
-        total = sum(self.distance(method.relax.weights(t), t) for t in CELL_TYPES)
+        total = sum(self.distance(method.relax.weights(t), t) for t in self.space.cell_types)
         return (c * self.rho / 2) * total

@@ -18,21 +18,13 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from ..spaces.ops import OPS
-from ..spaces.space import CELL_TYPES
 from . import Regularizer, register
-
-
-def op_params(name: str, channels: int) -> int:
-    """Parameters of op ``name`` at ``channels`` channels, stride 1, as built in the search supernet."""
-    if name == "none":
-        return 0
-    return sum(p.numel() for p in OPS[name](channels, 1, False).parameters())
 
 
 @register
 class SizeRegularizer(Regularizer):
     name = "size"
+    requires = frozenset({"op-params"})
 
     def __init__(self, options, space):
         super().__init__(options, space)
@@ -54,9 +46,9 @@ class SizeRegularizer(Regularizer):
             raise ConfigError(f"reg.size: weight must be a number, got {weight!r}") from None
         if self.weight < 0:
             raise ConfigError(f"reg.size: weight must be >= 0, got {self.weight}")
-        bad = [c for c in cells if c not in CELL_TYPES]
+        bad = [c for c in cells if c not in space.cell_types]
         if bad or not cells:
-            raise ConfigError(f"reg.size: cells must be a subset of {list(CELL_TYPES)}, got {cells}")
+            raise ConfigError(f"reg.size: cells must be a subset of {list(space.cell_types)}, got {cells}")
         self.cells = cells
         self._costs: dict = {}
 
@@ -64,7 +56,7 @@ class SizeRegularizer(Regularizer):
         """p_k / p_bar for each op of the cell type (all zero if no op has parameters)."""
         key = (cell_type, channels)
         if key not in self._costs:
-            p = torch.tensor([float(op_params(o, channels)) for o in self.space.ops[cell_type]])
+            p = torch.tensor([float(self.space.op_params(o, channels)) for o in self.space.ops[cell_type]])
             self._costs[key] = p / p.sum() if p.sum() > 0 else p
         return self._costs[key]
 

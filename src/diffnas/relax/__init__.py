@@ -7,17 +7,21 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..registry import import_submodules, named_subclasses
-from .base import Mixing, Relaxation, SoftmaxRelaxation
+from ..spaces import Mixing
+from .base import Relaxation, SoftmaxRelaxation
 
 import_submodules(__name__)
 RELAXATIONS: dict = named_subclasses(Relaxation)
 
 
-def build_relaxation(name: str, space, cfg=None) -> Relaxation:
+def get_relaxation(name: str) -> type[Relaxation]:
     if name not in RELAXATIONS:
         raise ConfigError(f"unknown relaxation '{name}'; choose from {', '.join(RELAXATIONS)}")
-    cls = RELAXATIONS[name]
-    return cls.from_config(space, cfg) if hasattr(cls, "from_config") else cls(space)
+    return RELAXATIONS[name]
 
 
-__all__ = ["Mixing", "Relaxation", "SoftmaxRelaxation", "RELAXATIONS", "build_relaxation"]
+def build_relaxation(name: str, space, cfg=None) -> Relaxation:
+    return get_relaxation(name).from_config(space, cfg)
+
+
+__all__ = ["Mixing", "Relaxation", "SoftmaxRelaxation", "RELAXATIONS", "build_relaxation", "get_relaxation"]

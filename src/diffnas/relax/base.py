@@ -8,42 +8,60 @@ edge, which ops to compute at all, and optionally a weight per edge. Ops left ou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..spaces.genotype import Genotype, derive_genotype
-from ..spaces.space import CELL_TYPES, Space
-
-
-@dataclass
-class Mixing:
-    weights: torch.Tensor  # [E, O]: output of edge e = sum over active o of weights[e, o] * op_o(x)
-    active: list  # per edge, the op indices to compute
-    edge_weights: torch.Tensor | None = None  # [E]: scales each edge's output in its node's sum
+from ..errors import ConfigError
+from ..registry import inherited
+from ..spaces import Architecture, Mixing, SearchSpace
 
 
 class Relaxation(nn.Module):
-    """Base: one alpha tensor [E, O] per cell type, the softmax mixture of all non-`none` ops."""
+    """Base: one alpha tensor [E, O] per cell type, the softmax mixture of all non-`none` ops.
 
+    ``options`` are the relaxation's config keys (``relax.*``) with their defaults, the
+    constructor's keyword arguments; a subclass lists only what it adds or changes.
+    """
+
+    options: dict = {"init_scale": 1e-3}  # std of the random initial alphas
+    requires = frozenset({"op-edges"})  # what the space must provide
+    provides: frozenset = frozenset()  # what methods may rely on (e.g. "edge-betas")
+    uses_seed = False  # the constructor takes the run's seed
     # supernet construction hints read once when the supernet is built
     partial_channels = 1  # PC-DARTS's K: only C/K channels go through the ops
     node_norm = False  # DARTS-PRIME's CRB: non-affine BN after each node's sum
     arch_weight_decay = None  # None: search.a_wd; DARTS-PRIME's CRB turns alpha's weight decay off (0.0)
 
-    def __init__(self, space: Space, init_scale: float = 1e-3):
+    def __init__(self, space: SearchSpace, init_scale: float = 1e-3):
         super().__init__()
         self.space = space
+        self.cell_types = space.cell_types
         self.alphas = nn.ParameterDict(
-            {t: nn.Parameter(self.init_alpha(space.num_edges, len(space.ops[t]), init_scale)) for t in CELL_TYPES}
+            {t: nn.Parameter(self.init_alpha(*space.alpha_shape(t), init_scale)) for t in self.cell_types}
         )
         # ops worth computing: `none` contributes exactly zero
         self._computed_ops = {
-            t: [[o for o, name in enumerate(space.ops[t]) if name != "none"] for _ in range(space.num_edges)]
-            for t in CELL_TYPES
+            t: [[o for o, name in enumerate(space.ops[t]) if name != "none"] for _ in range(space.alpha_shape(t)[0])]
+            for t in self.cell_types
         }
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return inherited(cls, "options")
+
+    @classmethod
+    def from_config(cls, space: SearchSpace, cfg=None) -> Relaxation:
+        """Built from ``cfg.relax`` (the resolved options of this relaxation) and the run's seed."""
+        opts = cls.defaults()
+        if cfg is not None:
+            unknown = set(cfg.get("relax") or {}) - set(opts)
+            if unknown:
+                raise ConfigError(f"relaxation {cls.name} has no option(s) {', '.join(sorted(unknown))}")
+            opts.update(cfg.get("relax") or {})
+        if cls.uses_seed:
+            opts["seed"] = cfg.seed if cfg is not None else 0
+        return cls(space, **opts)
 
     def init_alpha(self, edges: int, ops: int, scale: float) -> torch.Tensor:
         return scale * torch.randn(edges, ops)
@@ -64,10 +82,10 @@ class Relaxation(nn.Module):
     def genotype_weights(self) -> dict:
         """The [E, O] weights the genotype rule ranks."""
         with torch.no_grad():
-            return {t: self.weights(t).detach() for t in CELL_TYPES}
+            return {t: self.weights(t).detach() for t in self.cell_types}
 
-    def genotype(self) -> Genotype:
-        return derive_genotype(self.space, self.genotype_weights())
+    def genotype(self) -> Architecture:
+        return self.space.derive(self.genotype_weights())
 
     # hooks a relaxation with state (sampling, pruning, sign flips) may use
     def epoch_start(self, epoch: int) -> None:

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..spaces.space import CELL_TYPES, Space
-from .base import Mixing, Relaxation
+from ..spaces import Mixing, SearchSpace
+from .base import Relaxation
 
 SAMPLE_MODES = ("cell", "cell_type")
 
@@ -36,10 +36,17 @@ class CoordinateRelaxation(Relaxation):
     """One (or M) softmax-relaxed edge(s) per cell and step; the max-alpha op everywhere else."""
 
     name = "coordinate"
+    options = {
+        "edges": 1,  # M: relaxed edges per cell and step
+        "sample": "cell",  # cell (Algorithm 1) | cell_type
+        "argmax_none": True,  # the max-alpha op may be `none` (the edge then runs nothing)
+    }
+    provides = frozenset({"sign-flip", "edge-sampling"})
+    uses_seed = True
 
     def __init__(
         self,
-        space: Space,
+        space: SearchSpace,
         init_scale: float = 1e-3,
         seed: int = 0,
         edges: int = 1,
@@ -48,26 +55,15 @@ class CoordinateRelaxation(Relaxation):
     ):
         super().__init__(space, init_scale)
         if sample not in SAMPLE_MODES:
-            raise ConfigError(f"search.cd_sample must be one of {', '.join(SAMPLE_MODES)}, got '{sample}'")
+            raise ConfigError(f"relax.sample must be one of {', '.join(SAMPLE_MODES)}, got '{sample}'")
         if not isinstance(edges, int) or not 1 <= edges <= space.num_edges:
-            raise ConfigError(f"search.cd_edges must be an integer in [1, {space.num_edges}], got {edges!r}")
+            raise ConfigError(f"relax.edges must be an integer in [1, {space.num_edges}], got {edges!r}")
         self.seed, self.num_relaxed, self.sample, self.argmax_none = int(seed), edges, sample, bool(argmax_none)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # step counter: the sample's key
         self.register_buffer("sign", torch.ones(()))  # +1 / -1: parity of the warm-up sign inversions
         self._relaxed: dict = {}  # sample key -> sorted edge indices, for the current step
         self._snapshot: dict | None = None  # max-alpha ops at the first step of an epoch, for the log
         self._epoch_started = False
-
-    @classmethod
-    def from_config(cls, space: Space, cfg=None):
-        s = cfg.search if cfg is not None else {}
-        return cls(
-            space,
-            seed=cfg.seed if cfg is not None else 0,
-            edges=s.get("cd_edges", 1),
-            sample=s.get("cd_sample", "cell"),
-            argmax_none=s.get("cd_argmax_none", True),
-        )
 
     # -- which ops run ---------------------------------------------------------------------
     def max_alpha_ops(self, cell_type: str) -> torch.Tensor:
@@ -79,7 +75,7 @@ class CoordinateRelaxation(Relaxation):
         return alpha.argmax(dim=1)
 
     def _sample_key(self, cell_type: str, cell_index: int) -> int:
-        return cell_index if self.sample == "cell" else -1 - CELL_TYPES.index(cell_type)
+        return cell_index if self.sample == "cell" else -1 - self.cell_types.index(cell_type)
 
     def relaxed_edges(self, cell_type: str, cell_index: int) -> list[int]:
         """The edges relaxed in this step in cell ``cell_index`` (sorted); M distinct edges, uniform."""
@@ -129,7 +125,7 @@ class CoordinateRelaxation(Relaxation):
         self._relaxed = {}
         self._snapshot = None
         if self._epoch_started:  # the max-alpha op of every edge as the epoch starts (after any sign flip)
-            self._snapshot = {t: self.max_alpha_ops(t).tolist() for t in CELL_TYPES}
+            self._snapshot = {t: self.max_alpha_ops(t).tolist() for t in self.cell_types}
             self._epoch_started = False
 
     def record(self) -> dict:
@@ -137,7 +133,7 @@ class CoordinateRelaxation(Relaxation):
         if self.sample == "cell":
             rec["relaxed"] = [self._relaxed[k] for k in sorted(k for k in self._relaxed if k >= 0)]
         else:
-            rec["relaxed"] = {t: self._relaxed.get(self._sample_key(t, 0), []) for t in CELL_TYPES}
+            rec["relaxed"] = {t: self._relaxed.get(self._sample_key(t, 0), []) for t in self.cell_types}
         if self._snapshot is not None:
             rec["max_alpha"] = self._snapshot
             rec["alpha_sign"] = int(self.sign.item())
@@ -148,6 +144,7 @@ class MaxAlphaRelaxation(CoordinateRelaxation):
     """Every edge runs its max-alpha op only; straight-through gradient to alpha."""
 
     name = "max-alpha"
+    provides = frozenset({"sign-flip"})
 
     def relaxed_edges(self, cell_type: str, cell_index: int) -> list[int]:
         return []

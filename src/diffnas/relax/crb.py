@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import torch
 
-from ..spaces.space import CELL_TYPES
-from .base import Mixing, Relaxation
+from ..spaces import Mixing
+from .base import Relaxation
 
 
 class CRB(Relaxation):
     name = "crb"
+    options = {"init_scale": 1e-4}  # the noise on the 1/O start
+    requires = frozenset({"op-edges", "node-norm"})
+    provides = frozenset({"pruning"})
     node_norm = True
     arch_weight_decay = 0.0
 
-    def __init__(self, space, init_noise: float = 1e-4):
-        super().__init__(space, init_noise)
-        for t in CELL_TYPES:
+    def __init__(self, space, init_scale: float = 1e-4):
+        super().__init__(space, init_scale)
+        for t in self.cell_types:
             keep = torch.tensor([name != "none" for name in space.ops[t]], dtype=torch.bool)
-            keep = keep.unsqueeze(0).repeat(space.num_edges, 1)
+            keep = keep.unsqueeze(0).repeat(space.alpha_shape(t)[0], 1)
             self.register_buffer(f"keep_{t}", keep)
             with torch.no_grad():
                 n_ops = int(keep[0].sum())
@@ -53,7 +56,7 @@ class CRB(Relaxation):
     def prune(self) -> int:
         """Prune every op whose alpha is <= 0; returns how many were newly pruned."""
         newly = 0
-        for t in CELL_TYPES:
+        for t in self.cell_types:
             keep, alpha = self.keep(t), self.alphas[t]
             drop = keep & (alpha <= 0)
             newly += int(drop.sum())
@@ -65,4 +68,4 @@ class CRB(Relaxation):
         self.prune()
 
     def record(self) -> dict:
-        return {f"pruned_{t}": int((~self.keep(t)).sum()) for t in CELL_TYPES}
+        return {f"pruned_{t}": int((~self.keep(t)).sum()) for t in self.cell_types}

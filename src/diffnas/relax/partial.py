@@ -17,31 +17,36 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..spaces.space import CELL_TYPES, Space
-from .base import Mixing, Relaxation
+from ..spaces import Mixing, SearchSpace
+from .base import Relaxation
 
 
 class PartialChannelRelaxation(Relaxation):
     """softmax(alpha) over each edge's ops on C/K channels, softmax(beta) over each node's edges."""
 
     name = "partial-channels"
-    partial_channels = 4  # PC-DARTS's K
+    options = {"k": 4}  # PC-DARTS's K: 1/K of the channels go through the mixed ops
+    requires = frozenset({"op-edges", "node-inputs", "partial-channels"})
+    provides = frozenset({"edge-betas"})
+    partial_channels = 4
 
-    def __init__(self, space: Space, init_scale: float = 1e-3, k: int = 4):
+    def __init__(self, space: SearchSpace, init_scale: float = 1e-3, k: int = 4):
         super().__init__(space, init_scale)
-        self.partial_channels = int(k)
-        if self.partial_channels < 1:
-            raise ValueError(f"partial_channels K must be >= 1, got {k}")
-        self.betas = nn.ParameterDict({t: nn.Parameter(init_scale * torch.randn(space.num_edges)) for t in CELL_TYPES})
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ConfigError(f"relax.k must be a positive integer, got {k!r}")
+        self.partial_channels = k
+        self.betas = nn.ParameterDict(
+            {t: nn.Parameter(init_scale * torch.randn(space.alpha_shape(t)[0])) for t in self.cell_types}
+        )
 
     @classmethod
-    def from_config(cls, space: Space, cfg=None) -> PartialChannelRelaxation:
-        k = 4
-        if cfg is not None:
-            k = cfg.search.get("pc_k", 4)
-            if not isinstance(k, int) or k < 1 or cfg.search.channels % k:
-                raise ConfigError(f"search.pc_k must be a positive integer dividing search.channels, got {k!r}")
-        return cls(space, k=k)
+    def from_config(cls, space: SearchSpace, cfg=None) -> PartialChannelRelaxation:
+        relax = super().from_config(space, cfg)
+        if cfg is not None and cfg.search.channels % relax.partial_channels:
+            raise ConfigError(
+                f"relax.k = {relax.partial_channels} must divide search.channels = {cfg.search.channels}"
+            )
+        return relax
 
     def edge_weights(self, cell_type: str) -> torch.Tensor:
         """[E]: softmax of beta over the incoming edges of each node (edge normalization)."""
@@ -53,4 +58,4 @@ class PartialChannelRelaxation(Relaxation):
 
     def genotype_weights(self) -> dict:
         with torch.no_grad():
-            return {t: (self.weights(t) * self.edge_weights(t)[:, None]).detach() for t in CELL_TYPES}
+            return {t: (self.weights(t) * self.edge_weights(t)[:, None]).detach() for t in self.cell_types}

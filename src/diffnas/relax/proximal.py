@@ -27,9 +27,9 @@ from contextlib import contextmanager
 import torch
 
 from ..errors import ConfigError
-from ..spaces.genotype import Genotype, discrete_mask, genotype_from_masks
-from ..spaces.space import CELL_TYPES
-from .base import Mixing, Relaxation
+from ..registry import DROP
+from ..spaces import Architecture, Mixing
+from .base import Relaxation
 
 PHASES = ("weight", "arch", "arch_selected")
 
@@ -38,6 +38,10 @@ class DiscreteRelaxation(Relaxation):
     """A_bar = prox_C1(A) in the forward pass, straight-through to the continuous A."""
 
     name = "discrete"
+    options = {"init_scale": DROP}  # alphas start at init_value, not at random
+    requires = frozenset({"op-edges", "projection"})
+    provides = frozenset({"discrete"})
+    uses_seed = True
     init_value = 0.5  # NASP's initial alpha, the middle of C2 = [0, 1]
 
     def __init__(self, space, seed: int = 0):
@@ -45,10 +49,6 @@ class DiscreteRelaxation(Relaxation):
         self.seed = int(seed)
         self.phase = "weight"
         self._cache: dict = {}
-
-    @classmethod
-    def from_config(cls, space, cfg=None):
-        return cls(space, seed=cfg.seed if cfg is not None else 0)
 
     def init_alpha(self, edges: int, ops: int, scale: float) -> torch.Tensor:
         return torch.full((edges, ops), self.init_value)
@@ -60,11 +60,11 @@ class DiscreteRelaxation(Relaxation):
     # -- the discretization ---------------------------------------------------------------
     def tie_generator(self, cell_type: str) -> torch.Generator:
         """A fresh generator per call with a fixed seed: the same random tie order at every step."""
-        return torch.Generator().manual_seed(1_000_003 * self.seed + CELL_TYPES.index(cell_type))
+        return torch.Generator().manual_seed(1_000_003 * self.seed + self.cell_types.index(cell_type))
 
     def prox_c1(self, alpha: torch.Tensor, cell_type: str) -> torch.Tensor:
         """Binary [E, O] mask: one op per edge (largest alpha), two edges per node (largest selected alpha)."""
-        return discrete_mask(self.space, cell_type, alpha.detach(), self.tie_generator(cell_type)).to(alpha)
+        return self.space.projection(cell_type, alpha.detach(), self.tie_generator(cell_type)).to(alpha)
 
     def mask(self, cell_type: str) -> torch.Tensor:
         """prox_C1 of the current alphas, recomputed only when they changed."""
@@ -111,11 +111,11 @@ class DiscreteRelaxation(Relaxation):
     # -- what the engine reads --------------------------------------------------------------
     def genotype_weights(self) -> dict:
         with torch.no_grad():
-            return {t: self.alphas[t].detach().clone() for t in CELL_TYPES}
+            return {t: self.alphas[t].detach().clone() for t in self.cell_types}
 
-    def genotype(self) -> Genotype:
+    def genotype(self) -> Architecture:
         """The architecture the search ended at: the same prox_C1 rule and tie order it searched with."""
-        return genotype_from_masks(self.space, {t: self.mask(t).cpu() for t in CELL_TYPES})
+        return self.space.from_masks({t: self.mask(t).cpu() for t in self.cell_types})
 
     def record(self) -> dict:
         return {}

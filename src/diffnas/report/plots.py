@@ -19,8 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import DiffnasError
-from ..spaces.space import CELL_TYPES
-from .cells import op_colors
+from ..spaces.darts.drawing import op_colors
 
 METRICS_FILE = "metrics.jsonl"
 SPLITS = ("train", "val", "test")
@@ -112,7 +111,7 @@ def plot_arch_weights(run_dir, out=None) -> list[Path]:
     rows = [(ep, rec) for ep, rec in _by_epoch(read_metrics(run_dir)) if isinstance(rec.get("arch_weights"), dict)]
     if not rows:
         raise DiffnasError(f"{path}: no line has 'arch_weights'; nothing to plot")
-    cell_types = [t for t in CELL_TYPES if any(t in rec["arch_weights"] for _, rec in rows)]
+    cell_types = list(dict.fromkeys(t for _, rec in rows for t in rec["arch_weights"]))  # as logged, in order
     cell_types += sorted({t for _, rec in rows for t in rec["arch_weights"]} - set(cell_types))
 
     written = []

@@ -1,15 +1,25 @@
-"""The one-shot network: every edge holds every candidate op; a relaxation says how to mix them."""
+"""The one-shot network of a DARTS cell space: every edge holds every candidate op; a relaxation says how to mix them.
+
+The supernet asks the relaxation for a ``Mixing`` per cell and reads a few declared
+facts from it when it is built (``partial_channels``, ``node_norm``); it says the
+shapes of its edges' inputs (``edge_shapes``) to whoever sizes per-op costs.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..relax.base import Mixing, Relaxation
-from ..spaces.fastops import shared_inputs
-from ..spaces.network import CellSpec, cell_plan, make_preprocess, make_stem
-from ..spaces.ops import OPS
+from ...errors import ConfigError
+from ..base import Mixing
+from .fastops import shared_inputs
+from .network import CellSpec, cell_plan, make_preprocess, make_stem
+from .ops import OPS
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -55,7 +65,7 @@ class MixedEdge(nn.Module):
 
 
 class SearchCell(nn.Module):
-    def __init__(self, spec: CellSpec, relax: Relaxation):
+    def __init__(self, spec: CellSpec, relax):
         super().__init__()
         space = relax.space
         self.index = spec.index
@@ -93,32 +103,59 @@ class SearchCell(nn.Module):
 
 
 class Supernet(nn.Module):
+    """Stem, cells (reductions at 1/3 and 2/3), global pooling and a linear classifier.
+
+    ``precision``: ``auto`` (bf16 autocast on CUDA, float32 elsewhere), ``fp32`` or ``bf16``
+    (autocast on any device); ``full_precision()`` turns autocast off for a block of code
+    (DARTS's second order: its finite differences drown in bf16 rounding).
+    """
+
     channels_last = True  # NHWC activations (convs are faster in it on CPU and GPU)
-    amp = True  # on CUDA: bf16 autocast
 
     def __init__(
         self,
-        relax: Relaxation,
+        relax,
         channels: int,
         layers: int,
         num_classes: int,
         in_channels: int = 3,
         stem_multiplier: int = 3,
+        precision: str = "auto",
     ):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.relax = relax
+        self.precision = precision
+        self._autocast_off = 0
         nodes = relax.space.nodes
         self.plan = cell_plan(layers, channels, stem_multiplier, lambda s: nodes)
         self.stem = make_stem(in_channels, stem_multiplier * channels)
         self.cells = nn.ModuleList(SearchCell(s, relax) for s in self.plan)
         self.classifier = nn.Linear(self.plan[-1].c * nodes, num_classes)
 
+    def autocast_dtype(self, x: torch.Tensor):
+        """The autocast dtype for an input on ``x``'s device, or None for float32."""
+        if self._autocast_off or self.precision == "fp32":
+            return None
+        if self.precision == "bf16" or (self.precision == "auto" and x.is_cuda):
+            return torch.bfloat16
+        return None
+
+    @contextlib.contextmanager
+    def full_precision(self):
+        self._autocast_off += 1
+        try:
+            yield
+        finally:
+            self._autocast_off -= 1
+
     def forward(self, x):
-        self.input_shape = tuple(x.shape[1:])  # (C, H, W) last seen: the latency regularizer sizes its ops by it
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # faster convs on CPU and GPU
-        if self.amp and x.is_cuda:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        dtype = self.autocast_dtype(x)
+        if dtype is not None:
+            with torch.autocast(x.device.type, dtype=dtype):
                 return self._forward(x).float()
         return self._forward(x)
 
@@ -134,3 +171,22 @@ class Supernet(nn.Module):
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return self.relax.arch_parameters()
+
+    def edge_shapes(self, input_shape) -> list:
+        """Per cell: (cell type, [(channels, height, width, stride) per edge]) of the edges' op inputs.
+
+        Edges from the cell's two inputs see the cell's input resolution (stride 2 in a
+        reduction cell), edges from its nodes the output resolution; partial-channel edges
+        (PC-DARTS) run their ops on C / K channels. ``input_shape``: (C, H, W) of the data.
+        """
+        _, h, w = input_shape
+        out = []
+        for cell, spec in zip(self.cells, self.plan):
+            h2, w2 = (-(-h // 2), -(-w // 2)) if spec.reduction else (h, w)
+            shapes = []
+            for edge, j in zip(cell.edges, cell.inputs):
+                c = spec.c // edge.k
+                shapes.append((c, h, w, edge.stride) if j < 2 else (c, h2, w2, 1))
+            out.append((cell.cell_type, shapes))
+            h, w = h2, w2
+        return out

@@ -8,18 +8,18 @@ projection Pi_S used by proximity regularization, ADMM and NASP.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..errors import GenotypeError
-from .space import CELL_TYPES, Space, get_space
+from ...errors import GenotypeError
+from ..base import Architecture, read_json
+from .space import CELL_TYPES, DartsCellSpace
 
 
 @dataclass
-class Genotype:
+class Genotype(Architecture):
     space: str
     nodes: int
     # cell type -> [(op, input index)] with edges_per_node entries per node, node by node
@@ -40,8 +40,12 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "genotype") -> Genotype:
+        from .. import get_space  # the registry imports this module
+
         try:
             space = get_space(d["space"], d["nodes"])
+            if not isinstance(space, DartsCellSpace):
+                raise GenotypeError(f"{source}: space {space.name} has no DARTS cells")
             cells = {t: [(str(op), int(j)) for op, j in d[t]] for t in CELL_TYPES}
             concat = {t: [int(i) for i in d.get(f"{t}_concat", range(2, 2 + space.nodes))] for t in CELL_TYPES}
         except GenotypeError:
@@ -52,7 +56,7 @@ class Genotype:
         g.validate(space, source)
         return g
 
-    def validate(self, space: Space, source: str = "genotype"):
+    def validate(self, space: DartsCellSpace, source: str = "genotype"):
         for t in CELL_TYPES:
             edges = self.cells[t]
             if len(edges) % self.nodes or not edges:
@@ -71,21 +75,15 @@ class Genotype:
                 if not 0 <= i < 2 + self.nodes:
                     raise GenotypeError(f"{source}: {t}_concat index {i} out of range [0, {1 + self.nodes}]")
 
-    def save(self, path):
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-
     @classmethod
     def load(cls, path) -> Genotype:
-        path = Path(path)
-        if path.is_dir():
-            path = path / "genotype.json"
-        if not path.is_file():
-            raise GenotypeError(f"{path}: no such genotype file")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise GenotypeError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(d, str(path))
+        d, source = read_json(path)
+        return cls.from_dict(d, source)
+
+    def draw(self, out_dir, stem: str = "genotype") -> list[Path]:
+        from .drawing import draw_genotype
+
+        return draw_genotype(self, out_dir, stem)
 
     def __str__(self):
         lines = []
@@ -107,7 +105,7 @@ def _ranked(values: torch.Tensor, generator: torch.Generator | None) -> torch.Te
 
 
 def discrete_mask(
-    space: Space, cell_type: str, weights: torch.Tensor, generator: torch.Generator | None = None
+    space: DartsCellSpace, cell_type: str, weights: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Binary [E, O] mask of the DARTS rule: k best edges per node, best non-`none` op per kept edge."""
     w = weights.detach().float().cpu()
@@ -124,7 +122,7 @@ def discrete_mask(
     return mask.to(weights.device)
 
 
-def genotype_from_masks(space: Space, masks: dict) -> Genotype:
+def genotype_from_masks(space: DartsCellSpace, masks: dict) -> Genotype:
     cells = {}
     for t in CELL_TYPES:
         edges = []
@@ -137,6 +135,6 @@ def genotype_from_masks(space: Space, masks: dict) -> Genotype:
     return Genotype(space.name, space.nodes, cells, concat)
 
 
-def derive_genotype(space: Space, weights: dict, generator: torch.Generator | None = None) -> Genotype:
+def derive_genotype(space: DartsCellSpace, weights: dict, generator: torch.Generator | None = None) -> Genotype:
     """The DARTS rule applied to per-cell-type [E, O] weights (softmax(alpha) for DARTS)."""
     return genotype_from_masks(space, {t: discrete_mask(space, t, weights[t], generator) for t in CELL_TYPES})

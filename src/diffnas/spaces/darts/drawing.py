@@ -11,8 +11,8 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
-from ..errors import DiffnasError
-from ..spaces.space import CELL_TYPES
+from ...errors import DiffnasError
+from .space import CELL_TYPES
 
 # One fixed, distinct colour per known op so that the same op looks the same in every picture.
 OP_COLORS = {

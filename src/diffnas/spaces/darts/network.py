@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from .genotype import Genotype
 from .ops import IDENTITY_OPS, OPS, FactorizedReduce, ReLUConvBN
-from .space import get_space
 
 
 @dataclass(frozen=True)
@@ -133,7 +132,6 @@ class DerivedNetwork(nn.Module):
         stem_multiplier: int = 3,
     ):
         super().__init__()
-        get_space(genotype.space, genotype.nodes)  # fails clearly on an unknown space
         self.drop_prob = 0.0
         plan = cell_plan(
             layers,

@@ -1,0 +1,168 @@
+"""The catalogue of parts: find spaces, methods, relaxations, schedules and regularizers by name,
+resolve a run's config from their defaults, and say before anything runs what does not fit.
+
+Each part owns its keys: a space its retraining protocol (``train``), the chosen
+relaxation its options (``relax``), a method its paper's values of shared keys
+(``defaults``) and its own options (the section named after it). Settings resolve in
+this order, later wins: shared defaults, the space's, the method's, the preset, the
+YAML file, the flags and ``--set``.
+"""
+
+from __future__ import annotations
+
+from .config import DEFAULTS, PRESETS, Config, load_yaml, merge, migrate, validate
+from .errors import ConfigError
+from .methods import METHODS, build_method, get_method
+from .regularizers import REGULARIZERS, get_regularizer
+from .relax import RELAXATIONS, get_relaxation
+from .schedules import build_schedule
+from .spaces import SPACES, get_space_class
+
+
+def _last(layers: list[dict], section: str | None, key: str):
+    for layer in reversed(layers):
+        node = layer.get(section) if section else layer
+        if isinstance(node, dict) and node.get(key) is not None:
+            return node[key]
+    return None
+
+
+def resolve(
+    method: str | None = None, preset: str | None = None, file=None, overrides: dict | None = None
+) -> Config:
+    """Shared defaults <- space <- method <- preset <- file <- overrides (flags, then --set); validated."""
+    layers = [{"method": method} if method else {}]
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
+        layers.append(PRESETS[preset])
+    if file:
+        layers.append(load_yaml(file))
+    layers.append(overrides or {})
+    method_cls = get_method(_last(layers, None, "method") or DEFAULTS["method"])
+    layers = [migrate(layer, method_cls.name) for layer in layers]
+    paper = method_cls.paper_defaults()
+    space_cls = get_space_class(_last(layers, None, "space") or paper.get("space") or DEFAULTS["space"])
+    relax_cls = get_relaxation(
+        _last(layers, "search", "relaxation") or _nested(paper, "search", "relaxation") or method_cls.relaxation
+    )
+
+    cfg = merge(DEFAULTS, space_cls.defaults, allow_new=True)
+    owned = {"relax": relax_cls.defaults()}
+    if method_cls.option_defaults():
+        owned[method_cls.name] = method_cls.option_defaults()
+    cfg = merge(cfg, owned, allow_new=True)
+    cfg = merge(cfg, paper, where="")  # a method's defaults may only set keys that exist
+    for layer in layers:
+        cfg = merge(cfg, layer)
+    cfg.update(method=method_cls.name, space=space_cls.name)
+    cfg["search"]["relaxation"] = relax_cls.name
+    return check(cfg)
+
+
+def _nested(d: dict, section: str, key: str):
+    node = d.get(section)
+    return node.get(key) if isinstance(node, dict) else None
+
+
+def reload(saved: dict, overrides: dict | None = None) -> Config:
+    """A saved run's config (config.yaml), migrated, with ``overrides`` on top; validated."""
+    method = saved.get("method") or DEFAULTS["method"]
+    cfg = merge(migrate(saved, method), migrate(overrides or {}, method))
+    if "relax" not in cfg:  # a run of an earlier version: its relaxation's options
+        name = cfg["search"].get("relaxation") or get_method(method).relaxation
+        cfg["relax"] = get_relaxation(name).defaults()
+    return check(cfg)
+
+
+def check(cfg: dict) -> Config:
+    """Validate the shared keys and the fit of the parts; one line on the first problem."""
+    validate(cfg)
+    problems = misfits(cfg)
+    if problems:
+        raise ConfigError(problems[0])
+    return Config.wrap(cfg)
+
+
+def misfits(cfg: dict) -> list[str]:
+    """Why the chosen parts do not work together (empty when they do)."""
+    method_cls = get_method(cfg["method"])
+    space_cls = get_space_class(cfg["space"])
+    relax_cls = get_relaxation(cfg["search"]["relaxation"] or method_cls.relaxation)
+    out = []
+    missing = relax_cls.requires - space_cls.provides
+    if missing:
+        out.append(f"relaxation {relax_cls.name} does not work on space {space_cls.name}: it needs {_list(missing)}")
+    missing = method_cls.requires - relax_cls.provides
+    if missing:
+        fits = [r for r, cls in RELAXATIONS.items() if method_cls.requires <= cls.provides]
+        out.append(
+            f"method {method_cls.name} needs a relaxation with {_list(missing)} ({' or '.join(fits)}), "
+            f"not {relax_cls.name}"
+        )
+    for name, options in (cfg.get("reg") or {}).items():
+        reg_cls = get_regularizer(name)
+        missing = reg_cls.requires - space_cls.provides
+        if missing and options not in (None, False, 0):
+            out.append(f"regularizer {name} does not work on space {space_cls.name}: it needs {_list(missing)}")
+    if space_cls.datasets and cfg.get("dataset") not in space_cls.datasets:
+        out.append(
+            f"space {space_cls.name} takes the data sets {', '.join(space_cls.datasets)}, not {cfg.get('dataset')}"
+        )
+    return out
+
+
+def _list(caps) -> str:
+    return ", ".join(sorted(caps))
+
+
+# -- what works with what (``diffnas methods``, ``diffnas spaces``) -----------------------------
+def spaces_for_relaxation(relax_name: str) -> list[str]:
+    need = get_relaxation(relax_name).requires
+    return [name for name, cls in SPACES.items() if need <= cls.provides]
+
+
+def relaxations_for_method(method_name: str) -> list[str]:
+    need = get_method(method_name).requires
+    return [name for name, cls in RELAXATIONS.items() if need <= cls.provides]
+
+
+def method_table() -> list[dict]:
+    rows = []
+    for name, cls in METHODS.items():
+        relaxations = relaxations_for_method(name)
+        spaces = sorted({s for r in relaxations for s in spaces_for_relaxation(r)})
+        rows.append(
+            {
+                "name": name,
+                "help": cls.help,
+                "relaxation": cls.relaxation,
+                "relaxations": relaxations,
+                "space": cls.paper_defaults().get("space", DEFAULTS["space"]),
+                "spaces": spaces,
+            }
+        )
+    return rows
+
+
+def space_table() -> list[dict]:
+    rows = []
+    for name, cls in SPACES.items():
+        relaxations = [r for r in RELAXATIONS if name in spaces_for_relaxation(r)]
+        methods = [m for m in METHODS if set(relaxations_for_method(m)) & set(relaxations)]
+        regs = [r for r, c in REGULARIZERS.items() if c.requires <= cls.provides]
+        rows.append(
+            {
+                "name": name,
+                "help": cls.help,
+                "task": f"{cls.task.name} ({cls.task.metric})",
+                "datasets": list(cls.datasets),
+                "methods": methods,
+                "relaxations": relaxations,
+                "regularizers": regs,
+            }
+        )
+    return rows
+
+
+__all__ = ["build_method", "build_schedule", "check", "method_table", "misfits", "reload", "resolve", "space_table"]

@@ -1,0 +1,136 @@
+"""What a search space is to the rest of diffnas: the one interface methods, relaxations and the engine use.
+
+A space owns everything that depends on the shape of the architecture: how its
+supernet is built around a relaxation, the architecture type a search ends with (rule
+from architecture weights, JSON form, validation, string form, drawing), the network
+that architecture is retrained as and that network's training protocol, the task and
+its metric, and the data sets it accepts. Parts never look inside a space's networks:
+they ask the space (or its supernet) through the methods below.
+
+Capabilities are how parts and spaces agree before anything runs: a part lists the
+capabilities it ``requires`` and a space the ones it ``provides``; ``diffnas.catalog``
+compares them and says in one line what does not fit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..errors import GenotypeError
+from .tasks import CLASSIFICATION
+
+# What a space may provide (and a relaxation, method or regularizer may require):
+CAPABILITIES = {
+    "op-edges": "one architecture row per edge, one entry per candidate op (softmax-style relaxations)",
+    "node-inputs": "nodes sum several incoming edges (per-node edge normalization, edge selection)",
+    "partial-channels": "edges can run their ops on 1/K of the channels (PC-DARTS)",
+    "node-norm": "a batch norm after each node's sum (DARTS-PRIME's CRB)",
+    "edge-shapes": "the supernet tells the input shape of every edge's ops (latency tables)",
+    "op-params": "the parameter count of every candidate op (model-size penalties)",
+    "projection": "a discrete projection of architecture weights onto valid architectures",
+}
+
+
+@dataclass
+class Mixing:
+    """A relaxation's answer to a supernet cell: how to mix the ops of each edge."""
+
+    weights: torch.Tensor  # [E, O]: output of edge e = sum over active o of weights[e, o] * op_o(x)
+    active: list  # per edge, the op indices to compute
+    edge_weights: torch.Tensor | None = None  # [E]: scales each edge's output in its node's sum
+
+
+class Architecture:
+    """A found architecture (a genotype): what a search writes and a retraining reads.
+
+    Subclasses implement ``to_dict`` / ``from_dict`` (with validation and one-line
+    errors), ``__str__`` and ``draw``; the JSON file always names its ``space``, so a
+    file finds its own space (``diffnas.spaces.load_architecture``).
+    """
+
+    space: str
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "genotype") -> Architecture:
+        raise NotImplementedError
+
+    def draw(self, out_dir, stem: str = "genotype") -> list[Path]:
+        """Pictures of the architecture in ``out_dir``; returns the files written."""
+        return []
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path) -> Architecture:
+        """Read a genotype file (or a run directory's ``genotype.json``) as this class."""
+        d, source = read_json(path)
+        return cls.from_dict(d, source)
+
+
+def read_json(path) -> tuple[dict, str]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "genotype.json"
+    if not path.is_file():
+        raise GenotypeError(f"{path}: no such genotype file")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GenotypeError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise GenotypeError(f"{path}: a genotype is a JSON object")
+    return d, str(path)
+
+
+class SearchSpace:
+    """Base of every space plug-in; a subclass with a ``name`` in a module of ``diffnas.spaces`` is registered.
+
+    An instance is one configured space (e.g. the DARTS cell with 4 nodes).
+    """
+
+    name = ""
+    help = ""
+    task = CLASSIFICATION  # what its networks are trained for and judged by (loss, evaluation)
+    datasets: tuple = ()  # data set names it accepts
+    provides: frozenset = frozenset()  # capabilities (see CAPABILITIES)
+    architecture: type[Architecture] = Architecture
+    defaults: dict = {}  # config keys this space sets: its retraining protocol (``train``) at least
+    cell_types: tuple = ()  # the groups of architecture parameters (one alpha matrix each)
+
+    @classmethod
+    def from_config(cls, cfg) -> SearchSpace:
+        return cls()
+
+    # -- the architecture parameters a relaxation allocates ---------------------------------
+    def alpha_shape(self, cell_type: str) -> tuple[int, int]:
+        """(edges, candidate ops) of one cell type's architecture matrix."""
+        raise NotImplementedError
+
+    # -- search ----------------------------------------------------------------------------
+    def build_supernet(self, relax, cfg, in_channels: int, num_classes: int) -> nn.Module:
+        """The one-shot network around ``relax``; it has ``weight_parameters()`` and ``arch_parameters()``."""
+        raise NotImplementedError
+
+    def derive(self, weights: dict, generator: torch.Generator | None = None) -> Architecture:
+        """The architecture rule: per-cell-type weights (what the relaxation ranks) -> an architecture."""
+        raise NotImplementedError
+
+    # -- retraining ------------------------------------------------------------------------
+    def build_network(self, architecture: Architecture, cfg, in_channels: int, num_classes: int) -> nn.Module:
+        """The network ``architecture`` is retrained as, at ``cfg.train``'s scale."""
+        raise NotImplementedError
+
+    def parse(self, d: dict, source: str = "genotype") -> Architecture:
+        return self.architecture.from_dict(d, source)
+
+    def describe(self) -> str:
+        return self.help
