@@ -21,8 +21,8 @@ from diffnas.data import (
     BatchStream,
     ImageDataset,
     eval_batches,
+    imagefolder,
     load_dataset,
-    readers,
     split_indices,
 )
 from diffnas.errors import DataError, DiffnasError
@@ -296,7 +296,7 @@ def test_image_folder_loads_with_labels_and_uses_cache(tmp_path, monkeypatch):
     def broken(path):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(readers, "_decode_image", broken)
+    monkeypatch.setattr(imagefolder, "_decode_image", broken)
     again = load_dataset("imagefolder", root)
     assert torch.equal(again.train_x, ds.train_x) and torch.equal(again.test_y, ds.test_y)
 

@@ -258,7 +258,7 @@ def test_ray_backend_runs_the_trials_as_ray_tasks(tmp_path, data, monkeypatch):
 
 
 def test_local_gpu_slots_get_their_own_devices():
-    from diffnas.sweep import _slot_env
+    from diffnas.sweep.backends import _slot_env
 
     assert _slot_env(0, 0, ["0", "1"]) == {}
     assert _slot_env(3, 1, []) == {}  # no GPU: nothing set

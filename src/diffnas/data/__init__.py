@@ -1,6 +1,6 @@
 """Image data sets (IDX, CIFAR pickles, image folders) and deterministic batch streams."""
 
 from .batches import Augment, BatchStream, eval_batches, split_indices
-from .readers import DATASETS, ImageDataset, load_dataset
+from .dataset import DATASETS, ImageDataset, load_dataset
 
 __all__ = ["DATASETS", "Augment", "BatchStream", "ImageDataset", "eval_batches", "load_dataset", "split_indices"]
