@@ -108,7 +108,8 @@ def run_sweep(
     log=None,
 ) -> SweepResult:
     """Run every trial of methods x grid points x seeds that is not finished yet; see the module doc."""
-    from ..config import parse_set, resolve
+    from ..catalog import resolve
+    from ..config import parse_set
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if backend not in ("local", "ray"):
