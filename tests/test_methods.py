@@ -114,3 +114,30 @@ def test_none_op_is_never_computed_and_zero_weight_ops_skip(monkeypatch):
     calls["n"] = 0
     m.net(batch()[0])
     assert calls["n"] == 0
+
+
+def _darts2_arch_grads(precision: str, guard: bool = True, double: bool = False) -> torch.Tensor:
+    """The architecture gradient of one darts2 step (captured before Adam), flattened."""
+    import contextlib
+
+    m = tiny_method("darts2", precision=precision, seed=0)
+    if double:
+        m.net.double()
+    if not guard:  # what the unrolled step would see without its float32 guard
+        m.net.full_precision = contextlib.nullcontext
+    got = []
+    m.arch_step_with = lambda g: got.append([x.clone() for x in g])
+    dtype = torch.float64 if double else torch.float32
+    (xt, yt), (xv, yv) = batch(8, seed=1), batch(8, seed=2)
+    m.arch_step((xv.to(dtype), yv), (xt.to(dtype), yt))
+    return torch.cat([g.flatten() for g in got[0]]).double()
+
+
+def test_darts2_unrolled_step_runs_in_float32_under_bf16_autocast():
+    """bf16 autocast (here on the CPU, as CUDA runs by default) leaves the finite-difference
+    Hessian-vector product exact to float32; under autocast it would be mostly rounding noise."""
+    exact = _darts2_arch_grads("fp32", double=True)
+    guarded = _darts2_arch_grads("bf16")
+    assert (guarded - exact).norm() / exact.norm() < 0.02
+    unguarded = _darts2_arch_grads("bf16", guard=False)
+    assert (unguarded - exact).norm() / exact.norm() > 0.2  # the test would catch a missing guard

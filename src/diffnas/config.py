@@ -61,14 +61,14 @@ MOVED = {
     "search.cd_edges": "relax.edges",
     "search.cd_sample": "relax.sample",
     "search.cd_argmax_none": "relax.argmax_none",
-    "search.cd_train_shared": "{method}.train_shared",
+    "search.cd_train_shared": "darts-cd.train_shared",
     "search.warmup_epochs": "{method}.warmup_epochs",
     "search.warmup_a_wd": "{method}.warmup_a_wd",
-    "search.hvp_epsilon": "{method}.hvp_epsilon",
-    "search.nasp_update": "{method}.update",
-    "search.nasp_arch_ops": "{method}.arch_ops",
+    "search.hvp_epsilon": "darts2.hvp_epsilon",
+    "search.nasp_update": "nasp.update",
+    "search.nasp_arch_ops": "nasp.arch_ops",
     **{
-        f"search.idarts_{k}": f"{{method}}.{k}"
+        f"search.idarts_{k}": f"idarts.{k}"
         for k in ("start_epoch", "eta2", "lambda", "zeta", "rank", "grad", "gamma", "fd", "fd_eps")
     },
     **{f"search.rarts_{k}": f"{{method}}.{k}" for k in ("lambda", "beta", "y_init", "y_lr")},
