@@ -44,18 +44,17 @@ def test_toy_rarts_reaches_the_papers_equilibrium():
     assert run_toy(lam, beta, y0=2.0, steps=3000) == pytest.approx(exact, abs=1e-6)
 
 
-def test_toy_first_order_darts_and_milenas_reach_the_spurious_point():
-    # first-order DARTS: alpha on grad_alpha L_v(w, alpha) (L_v on the one network), then w on grad_w L_t
-    a, w = _scalars(2.0, -2.0)
-    for _ in range(3000):
-        (ga,) = torch.autograd.grad(a * w - 2 * a + 1, [a])
-        with torch.no_grad():
-            a -= 0.01 * ga
-        (gw,) = torch.autograd.grad(w**2 - 2 * a * w + a**2, [w])
-        with torch.no_grad():
-            w -= 0.01 * gw
-    assert (a.item(), w.item()) == pytest.approx((2.0, 2.0), abs=1e-4)
-    # MiLeNAS = RARTS with y tied to w: the same spurious (2, 2)
+def test_toy_rarts_step_worked_by_hand():
+    """One step of eq. (7) from (alpha, w, y) = (2, -2, 0), lambda = beta = 15, lr = 0.01, worked by hand:
+    w1 = -2 - 0.01 (15 (2w - 2alpha) + 15 (w - y))    = -2 - 0.01 (-120 - 30)      = -0.5
+    y1 =  0 - 0.01 (alpha + 15 (y - w1))              = -0.01 (2 + 7.5)            = -0.095
+    a1 =  2 - 0.01 (15 (2alpha - 2w1) + (y1 - 2))     = 2 - 0.01 (75 - 2.095)      = 1.27095
+    (the Jacobi order, with the old w and y, would give y1 = -0.32 and a1 = 0.82)."""
+    assert run_toy(15.0, 15.0, y0=0.0, steps=1) == pytest.approx((1.27095, -0.5, -0.095), abs=1e-12)
+
+
+def test_toy_milenas_reaches_the_spurious_point():
+    # MiLeNAS = RARTS with y tied to w: first-order DARTS's spurious (2, 2), not the equilibrium above
     a, w, y = run_toy(15.0, 15.0, y0=0.0, steps=3000, tied=True)
     assert (a, w) == pytest.approx((2.0, 2.0), abs=1e-4) and y == w
 

@@ -2,11 +2,14 @@ import json
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from diffnas.errors import GenotypeError
 from diffnas.relax import SoftmaxRelaxation
 from diffnas.spaces import DerivedNetwork, Genotype, derive_genotype, discrete_mask, get_space
-from diffnas.spaces.darts.network import cell_plan
+from diffnas.spaces.darts import network
+from diffnas.spaces.darts.network import AuxiliaryHead, CellSpec, DerivedCell, cell_plan
 from diffnas.spaces.darts.supernet import Supernet
 
 OPS = get_space("darts").ops["normal"]
@@ -44,7 +47,7 @@ def test_edges_ranked_by_max_not_sum():
     w = torch.zeros(2, 8)
     w[0, 4] = 0.5  # one strong op
     w[1, 1:] = 0.3  # many medium ops: larger sum, smaller max
-    space1 = space.__class__(space.name, space.ops, nodes=1, edges_per_node=1)
+    space1 = space.variant(nodes=1, edges_per_node=1)
     mask = discrete_mask(space1, "normal", w)
     assert mask[0, 4] == 1 and mask[1].sum() == 0
 
@@ -136,3 +139,58 @@ def test_golden_parameter_counts():
     assert params == 3_349_342  # DARTS V2 on CIFAR-10: 3.3 M (paper), 3349342 in the reference code
     net.eval()
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_auxiliary_head_applies_relu_before_the_pool():
+    """quark0/darts AuxiliaryHeadCIFAR: ReLU -> AvgPool2d(5, 3) -> conv 1x1 -> BN -> ReLU -> conv 2x2 -> BN -> ReLU."""
+    torch.manual_seed(0)
+    head = AuxiliaryHead(6, 10).eval()
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in head.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:  # non-trivial statistics, so eval-mode BN is not the identity
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+
+    def tail(x):
+        x = F.relu(bns[0](convs[0](x)))
+        x = F.relu(bns[1](convs[1](x)))
+        return head.classifier(x.flatten(1))
+
+    x = torch.randn(2, 6, 8, 8)  # 8x8: CIFAR's size at the auxiliary head
+    reference = tail(F.avg_pool2d(F.relu(x), 5, stride=3, padding=0, count_include_pad=False))
+    assert torch.allclose(head(x), reference, atol=1e-6)
+    # small inputs: pooled adaptively to 2x2, still after the ReLU
+    x = torch.randn(2, 6, 4, 4)
+    assert torch.allclose(head(x), tail(F.adaptive_avg_pool2d(F.relu(x), 2)), atol=1e-6)
+
+
+def run_drop_path(cell, monkeypatch):
+    """How many edge outputs of ``cell`` go through drop path in a training forward pass."""
+    calls = {"n": 0}
+    orig = network.drop_path
+
+    def counting(x, p):
+        calls["n"] += 1
+        return orig(x, p)
+
+    monkeypatch.setattr(network, "drop_path", counting)
+    cell.train()
+    cell(torch.randn(2, 8, 8, 8), torch.randn(2, 8, 8, 8), 0.5)
+    return calls["n"]
+
+
+def test_drop_path_exempts_only_identity_ops(monkeypatch):
+    """DARTS drops every op but the identity: a stride-2 skip_connect (FactorizedReduce) is dropped."""
+    skips = {
+        "space": "darts",
+        "nodes": 4,
+        "normal": [["skip_connect", 0], ["skip_connect", 1]] * 4,
+        # edges 0, 1, 4 read the cell inputs: stride 2, FactorizedReduce; 2, 5, 6 read node 0: identity
+        "reduce": [["skip_connect", 0], ["skip_connect", 1], ["skip_connect", 2], ["max_pool_3x3", 1]]
+        + [["skip_connect", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]],
+    }
+    g = Genotype.from_dict(skips)
+    reduce = DerivedCell(g, CellSpec(1, True, False, 8, 8, 4))
+    assert run_drop_path(reduce, monkeypatch) == 5  # 3 FactorizedReduce + 2 max pools
+    normal = DerivedCell(g, CellSpec(0, False, False, 8, 8, 4))
+    assert run_drop_path(normal, monkeypatch) == 0  # stride-1 skip_connect: all identities

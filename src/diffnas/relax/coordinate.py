@@ -11,10 +11,12 @@ cell type for all cells of that type (``sample="cell_type"``).
 weight is a straight-through one-hot: exactly 1 in the forward pass, the gradient of
 softmax(alpha)[max] in the backward pass, so alphas still learn.
 
-The max-alpha op is the argmax over all ops of the edge, `none` included (Algorithm
-1; an edge whose max is `none` contributes zero and runs nothing); ``argmax_none=False``
-takes the best non-`none` op instead. In eval mode (the supernet's val accuracy) no
-edge is relaxed: the max-alpha network is evaluated.
+For ``coordinate`` the max-alpha op is the argmax over all ops of the edge, `none`
+included (Algorithm 1; an edge whose max is `none` contributes zero and runs nothing);
+``argmax_none=False`` takes the best non-`none` op instead. ``max-alpha`` always takes
+the best non-`none` op (the derived architecture's), so every edge runs and learns. In
+eval mode (the supernet's val accuracy) no edge is relaxed: the max-alpha network is
+evaluated.
 
 The sample is a pure function of (seed, step counter, cell): the counter is a buffer,
 so a resumed run draws the same edges as an uninterrupted one.
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..registry import DROP
 from ..spaces import Mixing, SearchSpace
 from .base import Relaxation
 
@@ -145,6 +148,12 @@ class MaxAlphaRelaxation(CoordinateRelaxation):
 
     name = "max-alpha"
     provides = frozenset({"sign-flip"})
+    # no edge is sampled; the active op is the derived architecture's, never `none`: a `none` max would
+    # run nothing, get no gradient and stay `none` for the whole search
+    options = {"edges": DROP, "sample": DROP, "argmax_none": DROP}
+
+    def __init__(self, space: SearchSpace, init_scale: float = 1e-3, seed: int = 0):
+        super().__init__(space, init_scale, seed, argmax_none=False)
 
     def relaxed_edges(self, cell_type: str, cell_index: int) -> list[int]:
         return []

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .genotype import Genotype
-from .ops import IDENTITY_OPS, OPS, FactorizedReduce, ReLUConvBN
+from .ops import OPS, FactorizedReduce, ReLUConvBN
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,9 @@ class DerivedCell(nn.Module):
         edges = genotype.cells[self.cell_type]
         self.per_node = len(edges) // genotype.nodes
         self.inputs = [j for _, j in edges]
-        self.identity = [op in IDENTITY_OPS for op, _ in edges]
         self.ops = nn.ModuleList(OPS[op](spec.c, 2 if spec.reduction and j < 2 else 1, True) for op, j in edges)
+        # drop path spares only the identity (as DARTS does); a stride-2 skip_connect is a FactorizedReduce
+        self.identity = [isinstance(op, nn.Identity) for op in self.ops]
         self.concat = list(genotype.concat[self.cell_type])
 
     def forward(self, s0, s1, drop_prob: float = 0.0):
@@ -97,13 +98,26 @@ class DerivedCell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
+class _AuxPool(nn.Module):
+    """ReLU, then the 5x5 stride-3 average pool (8x8 -> 2x2 on CIFAR); smaller inputs are pooled adaptively to 2x2.
+
+    The ReLU comes first as in DARTS (quark0/darts AuxiliaryHeadCIFAR).
+    """
+
+    def forward(self, x):
+        x = F.relu(x)
+        if x.shape[-1] >= 5:
+            x = F.avg_pool2d(x, 5, stride=3, count_include_pad=False)
+        return F.adaptive_avg_pool2d(x, 2)
+
+
 class AuxiliaryHead(nn.Module):
     """DARTS's auxiliary classifier; pools to 2x2 whatever the input size (8x8 on CIFAR as in the paper)."""
 
     def __init__(self, c_in: int, num_classes: int):
         super().__init__()
         self.features = nn.Sequential(
-            nn.ReLU(inplace=False),
+            _AuxPool(),  # index 0 holds no parameters: state-dict keys as before
             nn.Conv2d(c_in, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
@@ -114,9 +128,6 @@ class AuxiliaryHead(nn.Module):
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x):
-        if x.shape[-1] >= 5:
-            x = F.avg_pool2d(x, 5, stride=3, count_include_pad=False)
-        x = F.adaptive_avg_pool2d(x, 2)
         return self.classifier(self.features(x).flatten(1))
 
 

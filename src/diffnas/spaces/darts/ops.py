@@ -165,6 +165,3 @@ OPS: dict[str, Callable[[int, int, bool], nn.Module]] = {
     "conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine),
     "conv_3x1_1x3": lambda C, stride, affine: Conv1xKKx1(C, 3, stride, affine),
 }
-
-# ops that are the identity at stride 1: drop path never drops them
-IDENTITY_OPS = frozenset({"skip_connect"})
