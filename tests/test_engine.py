@@ -10,8 +10,8 @@ import torch
 from helpers import write_fake_idx
 
 import diffnas
+from diffnas.catalog import resolve
 from diffnas.cli import main
-from diffnas.config import resolve
 from diffnas.methods import build_method
 from diffnas.spaces import Genotype, get_space
 

@@ -42,7 +42,7 @@ def test_edge_shapes_are_the_shapes_the_ops_see(size):
 
 def test_table_sums_each_op_over_the_cells_of_a_type(fake):
     m = tiny_method("darts")  # 3 cells: normal C=4 at 8x8, reduce C=8 at 8x8, reduce C=16 at 4x4
-    m.net(batch()[0])
+    m.input_shape = tuple(batch()[0].shape[1:])  # what the step frame records from its first batch
     reg = Latency(1.0, m.space)
     table = reg.ensure_table(m)
     ops = m.space.ops
@@ -63,7 +63,7 @@ def test_table_sums_each_op_over_the_cells_of_a_type(fake):
 
 def test_penalty_and_its_gradient_follow_the_softmax_jacobian(fake):
     m = tiny_method("darts")
-    m.net(batch()[0])
+    m.input_shape = tuple(batch()[0].shape[1:])  # what the step frame records from its first batch
     with torch.no_grad():
         for a in m.arch:
             a.copy_(torch.randn_like(a))
@@ -82,7 +82,7 @@ def test_penalty_and_its_gradient_follow_the_softmax_jacobian(fake):
 
 def test_table_is_cached_per_machine_and_measured_once(fake, tmp_path):
     m = tiny_method("darts")
-    m.net(batch()[0])
+    m.input_shape = tuple(batch()[0].shape[1:])  # what the step frame records from its first batch
     first = Latency(1.0, m.space)
     first.ensure_table(m)
     assert first.measured > 0 and list(tmp_path.glob("latency-*.json"))

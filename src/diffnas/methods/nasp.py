@@ -44,14 +44,14 @@ class NASP(SearchMethod):
     }
 
     def __init__(self, cfg, space, in_channels: int, num_classes: int, device):
-        o = cfg[self.name]
-        if o.update not in UPDATES:
-            raise ConfigError(f"nasp.update must be one of {', '.join(UPDATES)}, got '{o.update}'")
-        if o.arch_ops not in ARCH_OPS:
-            raise ConfigError(f"nasp.arch_ops must be one of {', '.join(ARCH_OPS)}, got '{o.arch_ops}'")
+        update, arch_ops = cfg[self.name]["update"], cfg[self.name]["arch_ops"]  # (`update` is a dict method)
+        if update not in UPDATES:
+            raise ConfigError(f"nasp.update must be one of {', '.join(UPDATES)}, got '{update}'")
+        if arch_ops not in ARCH_OPS:
+            raise ConfigError(f"nasp.arch_ops must be one of {', '.join(ARCH_OPS)}, got '{arch_ops}'")
         super().__init__(cfg, space, in_channels, num_classes, device)
-        self.update = o.update
-        self.arch_phase = "arch" if o.arch_ops == "all" else "arch_selected"
+        self.update = update
+        self.arch_phase = "arch" if arch_ops == "all" else "arch_selected"
         if self.update == "proximal":  # start on the constraint set, A_0 in C
             self.project()
 

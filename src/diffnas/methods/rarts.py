@@ -15,6 +15,7 @@ the y step vanishes and the sweep is first-order MiLeNAS (``milenas``).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -73,6 +74,7 @@ def rarts_step(
     update_y: Update,
     update_alpha: Update | None,
     penalty: Callable[[], torch.Tensor | float] | None = None,
+    phase: Callable[[str], contextlib.AbstractContextManager] = lambda name: contextlib.nullcontext(),
 ) -> dict:
     """One iteration of eq. (7) (eq. (8) with ``penalty``), in the Gauss-Seidel order.
 
@@ -84,30 +86,34 @@ def rarts_step(
     L_v at those of ``y`` and ``alpha``; ``update_*(params, grads)`` applies a descent
     step in place (``sgd(lr)`` is the paper's; the CNN method passes its optimizers).
     ``y`` holding the very tensors of ``w`` ties the networks (MiLeNAS): the coupling term is zero and there is no
-    y step. ``update_alpha=None`` skips the architecture step (a schedule said no).
+    y step. ``update_alpha=None`` skips the architecture step (a schedule said no). ``phase(name)``
+    wraps the weight steps ("weight") and the architecture step ("arch"), forward and backward
+    included (a benchmark's timer).
     Returns the four losses as floats: ``loss_t``/``loss_v`` before the weight steps,
     ``arch_loss_t``/``arch_loss_v`` at the new weights.
     """
     tied = len(y) == len(w) and all(p is q for p, q in zip(w, y))
     out = {}
-    # 1. the auxiliary network w on L_t, pulled towards y
-    out["loss_t"], g = _value_and_grads(loss_t, w)
-    update_w(w, _coupled(g, lam, w, y, 0.0 if tied else beta))
-    # 2. the primary network y on L_v, pulled towards the new w
-    if not tied:
-        out["loss_v"], g = _value_and_grads(loss_v, y)
-        update_y(y, _coupled(g, 1.0, y, w, beta))
+    with phase("weight"):
+        # 1. the auxiliary network w on L_t, pulled towards y
+        out["loss_t"], g = _value_and_grads(loss_t, w)
+        update_w(w, _coupled(g, lam, w, y, 0.0 if tied else beta))
+        # 2. the primary network y on L_v, pulled towards the new w
+        if not tied:
+            out["loss_v"], g = _value_and_grads(loss_v, y)
+            update_y(y, _coupled(g, 1.0, y, w, beta))
     if update_alpha is None:
         return out
-    # 3. alpha on lambda L_t(w^{t+1}) + L_v(y^{t+1}) (+ penalty); one graph alive at a time
-    out["arch_loss_t"], g_t = _value_and_grads(loss_t, alpha)
-    out["arch_loss_v"], g_v = _value_and_grads(loss_v, alpha)
-    grads = [_add(None if a is None else lam * a, b) for a, b in zip(g_t, g_v)]
-    if penalty is not None:
-        p = penalty()
-        if torch.is_tensor(p) and p.requires_grad:
-            grads = [_add(g, e) for g, e in zip(grads, _grads(p, alpha))]
-    update_alpha(alpha, grads)
+    with phase("arch"):
+        # 3. alpha on lambda L_t(w^{t+1}) + L_v(y^{t+1}) (+ penalty); one graph alive at a time
+        out["arch_loss_t"], g_t = _value_and_grads(loss_t, alpha)
+        out["arch_loss_v"], g_v = _value_and_grads(loss_v, alpha)
+        grads = [_add(None if a is None else lam * a, b) for a, b in zip(g_t, g_v)]
+        if penalty is not None:
+            p = penalty()
+            if torch.is_tensor(p) and p.requires_grad:
+                grads = [_add(g, e) for g, e in zip(grads, _grads(p, alpha))]
+        update_alpha(alpha, grads)
     if tied:
         out["loss_v"] = out["arch_loss_v"]
     return out
@@ -168,14 +174,12 @@ class RARTS(SearchMethod):
     def _optimizer_update(self, opt) -> Callable:
         def update(params, grads):
             # the FIMT schedule reads w's gradient norm (the network trained on the train split), not y's
-            with self.phase("weight"):
-                self.apply_weight_grads(params, grads, opt, record_norm=opt is self.w_opt)
+            self.apply_weight_grads(params, grads, opt, record_norm=opt is self.w_opt)
 
         return update
 
     def _arch_update(self, params, grads) -> None:
-        with self.phase("arch"):
-            self.arch_step_with(grads)
+        self.arch_step_with(grads)
 
     def updates(self, batch, val_batch_stream, do_arch: bool) -> dict:
         """The Gauss-Seidel sweep: w, then y, then alpha (the frame's arch-then-weight order does not apply)."""
@@ -203,6 +207,7 @@ class RARTS(SearchMethod):
             self._optimizer_update(self.y_opt) if self.y_opt is not None else None,
             self._arch_update if do_arch else None,
             penalty=self.regularization if self.regularizers else None,
+            phase=self.phase,
         )
         record = {"loss": rec["loss_t"], "acc": first_acc["t"]}
         if not self.tied:

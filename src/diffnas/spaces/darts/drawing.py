@@ -113,7 +113,7 @@ def draw_genotype(genotype, out_dir, stem: str = "genotype") -> list[Path]:
     returns the paths written. Raises DiffnasError (after writing the .dot sources) when the
     Graphviz ``dot`` executable is missing.
     """
-    from ..spaces.genotype import Genotype
+    from .genotype import Genotype
 
     if not isinstance(genotype, Genotype):
         genotype = Genotype.load(genotype)
