@@ -2,10 +2,11 @@
 
 darts, darts-cd and nasp (those that exist), each at C = 8, 16, 32 (batch 32) and at
 batch 16, 32, 64 (C = 8), with H = 16, L = 5, 3 input channels, in the DARTS space: the
-median step time and the memory the step adds (peak RSS minus the process before its
-first step; CUDA: max allocated), each method in a fresh subprocess, methods alternating
-within every setting. ``growth`` is the log-log slope between the smallest and largest
-setting (1.0: linear in C or B).
+median step time (and its architecture and weight phases), the memory the step adds (peak
+RSS minus the process before its first step; CUDA: max allocated) and the tensors saved for
+backward per step, each method in a fresh subprocess, methods alternating within every
+setting. ``growth`` is the log-log slope between the smallest and largest setting (1.0:
+linear in C or B).
 
     flock /tmp/diffnas-heavy.lock python benchmarks/cost_scaling.py
 
@@ -80,6 +81,9 @@ def main() -> int:
                         "median_s": res["median_s"],
                         "peak_mb": res["peak_mb"],
                         "step_mb": res["step_mb"],
+                        "arch_s": res.get("arch_s"),
+                        "weight_s": res.get("weight_s"),
+                        "saved_mb": res.get("saved_mb"),
                         "time_vs_darts": res["time_vs_darts"],
                         "step_memory_vs_darts": res["step_memory_vs_darts"],
                     }
@@ -90,6 +94,7 @@ def main() -> int:
                 "points": rs,
                 "time_growth": slope(xs, [r["median_s"] for r in rs]),
                 "step_memory_growth": slope(xs, [r["step_mb"] for r in rs]),
+                "saved_growth": slope(xs, [r["saved_mb"] or 0 for r in rs]),
             }
         report[sweep] = {"varies": key, "fixed": fixed, "results": rows, "skipped": skipped}
         print(f"== {key} (fixed {fixed}) ==")

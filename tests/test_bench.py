@@ -1,4 +1,7 @@
-"""The fast supernet kernels equal the plain modules (values, gradients, BN statistics); `diffnas bench` runs."""
+"""The fast supernet kernels equal the plain modules (values, gradients, BN statistics); `diffnas bench` runs.
+
+`diffnas bench`'s probe: phase times (arch, weight, other) and the tensors saved for backward per phase.
+"""
 
 import copy
 import json
@@ -8,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from helpers import FixedBatches, batch, tiny_method
 
+from diffnas import bench
 from diffnas.cli import main
 from diffnas.spaces.darts import fastops
 from diffnas.spaces.darts.ops import OPS, DilConv, ReLUConvBN, SepConv
@@ -157,13 +161,16 @@ def test_supernet_runs_channels_last_and_eval_uses_running_stats():
     assert F.softmax(y1, 1).sum(1).allclose(torch.ones(len(x)))
 
 
+TINY = {"channels": 4, "layers": 3, "batch_size": 8, "image_size": 8, "in_channels": 1, "num_classes": 3}
+
+
 def test_bench_command_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main(
         [
             "bench",
             "--methods",
-            "darts,no-such-method",
+            "darts,no-such-method,darts[search.schedule=every:100]",
             "--channels",
             "4",
             "--layers",
@@ -176,6 +183,8 @@ def test_bench_command_writes_json(tmp_path, capsys):
             "1",
             "--warmup",
             "1",
+            "--saved-steps",
+            "1",
             "--out",
             str(out),
         ]
@@ -185,10 +194,122 @@ def test_bench_command_writes_json(tmp_path, capsys):
     darts = report["results"]["darts"]
     assert darts["median_s"] > 0 and darts["peak_mb"] > 0
     assert darts["time_vs_darts"] == 1.0 and darts["memory_vs_darts"] == 1.0
+    assert darts["arch_s"] > 0 and darts["weight_s"] > 0 and darts["saved_mb"] > 0
+    assert darts["arch_saved_mb"] > 0 and darts["weight_saved_mb"] > 0 and darts["saved_vs_darts"] == 1.0
+    # an entry with its own overrides is measured under its label: one weight step, no architecture step
+    every = report["results"]["darts[search.schedule=every:100]"]
+    assert every["method"] == "darts" and every["sets"] == {"search": {"schedule": "every:100"}}
+    assert every["arch_s"] == 0 and every["phases"]["arch"]["steps"] == 0 and every["saved_vs_darts"] < 1
     assert "no-such-method" in report["skipped"]
     assert report["config"]["channels"] == 4 and "cpu" in report["machine"]
     printed = capsys.readouterr().out
     assert "darts" in printed and "no-such-method" in printed
+    for column in ("arch s", "weight s", "saved MB"):
+        assert column in printed
+
+
+def test_method_entries_with_overrides():
+    text = "darts, nasp[nasp.arch_ops=selected,search.w_lr=0.1],pc-darts"
+    assert bench.parse_methods(text) == ["darts", "nasp[nasp.arch_ops=selected,search.w_lr=0.1]", "pc-darts"]
+    assert bench.split_entry("darts") == ("darts", {})
+    name, sets = bench.split_entry("nasp[nasp.arch_ops=selected,search.w_lr=0.1]")
+    assert name == "nasp" and sets == {"nasp": {"arch_ops": "selected"}, "search": {"w_lr": 0.1}}
+    with pytest.raises(ValueError):
+        bench.split_entry("nasp[nasp.arch_ops=selected")
+
+
+def test_probe_charges_time_and_distinct_saved_storages_to_the_open_phase():
+    probe = bench.Probe("cpu", exclude=[w := torch.randn(1000, requires_grad=True)])
+    x = torch.randn(1000, requires_grad=True)
+    with probe.step():
+        with probe.phase("arch"):
+            y = x.exp()  # saves its output: 4000 bytes
+            z = y.sin() * w  # sin saves y again (same storage: not counted twice); mul saves sin(y), not w (excluded)
+            with probe.phase("weight"):  # nested: the inner phase gets its own time and tensors
+                v = (x * 3).tanh()  # mul saves nothing it needs (a scalar), tanh saves its output
+        u = x.sigmoid()  # outside every phase: "other"
+        torch.autograd.grad((z.sum() + v.sum() + u.sum()), x)
+    assert probe.live_bytes == 0 and not probe.live  # autograd dropped everything it saved: nothing leaks
+    (step,) = probe.steps
+    arch, weight, other = (step["phases"][n] for n in ("arch", "weight", "other"))
+    assert arch["entered"] == 1 and weight["entered"] == 1
+    assert arch["bytes"] == 2 * 4000 and arch["tensors"] == 3  # y (twice: exp, sin), sin(y)
+    assert weight["bytes"] == 4000 and other["bytes"] == 4000
+    assert step["peak_saved_bytes"] == 4 * 4000
+    assert arch["s"] > 0 and weight["s"] > 0
+    assert arch["s"] + weight["s"] + other["s"] == pytest.approx(step["s"])
+
+
+@pytest.mark.parametrize("method", ["darts", "darts2", "rarts"])
+def test_the_probe_leaves_the_step_unchanged(method):
+    """With the probe counting, a step gives the same parameters as without it, and releases what it saved."""
+    ms = [tiny_method(method, search={"arch_start_epoch": 0}) for _ in range(2)]
+    train, val = batch(seed=5), FixedBatches(batch(seed=6))
+    probe = bench.Probe("cpu", exclude=[*ms[0].weights, *ms[0].arch])
+    for m in ms:
+        m.epoch_start(0, 10)
+    ms[0].probe = probe
+    for _ in range(2):
+        with probe.step():
+            ms[0].step(train, val)
+        ms[1].step(train, val)
+    for a, b in zip([*ms[0].arch, *ms[0].weights], [*ms[1].arch, *ms[1].weights]):
+        assert torch.equal(a, b)
+    assert probe.live_bytes == 0
+    assert all(st["peak_saved_bytes"] > 0 for st in probe.steps)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs():
+    """darts, darts-cd and max-alpha measured in this process at the tiny scale (one timed, one counted step)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # (two threads on a busy 2-core machine spin-wait)
+    try:
+        names = ("darts", "darts-cd", "max-alpha")
+        return {m: bench.measure(m, steps=2, warmup=1, saved_steps=1, **TINY) for m in names}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_phase_times_are_positive_and_sum_to_at_most_the_step(tiny_runs):
+    for name, r in tiny_runs.items():
+        for p in ("arch", "weight"):
+            assert r["phases"][p]["median_s"] > 0 and r["phases"][p]["steps"] == 2, name
+        for st, wall in zip(r["steps_detail"], r["times_s"]):
+            phases = st["phases_s"]
+            assert phases["arch"] > 0 and phases["weight"] > 0 and phases["other"] >= 0
+            assert phases["arch"] + phases["weight"] <= st["s"] * 1.001 + 1e-6
+            assert st["s"] <= wall + 1e-6  # the probe's step lies inside the timed call
+        assert r["phases"]["arch"]["median_s"] + r["phases"]["weight"]["median_s"] <= r["median_s"] * 1.05 + 1e-3
+
+
+def test_darts_cd_and_max_alpha_save_less_for_backward_than_darts(tiny_runs):
+    darts = tiny_runs["darts"]
+    # darts: both phases run the whole supernet in training mode on a batch of the same size
+    assert darts["phases"]["arch"]["saved_mb"] == pytest.approx(darts["phases"]["weight"]["saved_mb"], rel=0.05)
+    assert darts["saved_mb"] > 0 and darts["peak_saved_mb"] <= darts["saved_mb"]
+    for name in ("darts-cd", "max-alpha"):
+        r = tiny_runs[name]
+        assert 0 < r["saved_mb"] < 0.6 * darts["saved_mb"], name
+        for p in ("arch", "weight"):
+            assert 0 < r["phases"][p]["saved_mb"] < darts["phases"][p]["saved_mb"], (name, p)
+
+
+def test_no_architecture_phase_in_steps_without_an_architecture_step():
+    """every:100: the warm-up step has the architecture step, the measured ones have none."""
+    r = bench.measure("darts", steps=2, warmup=1, saved_steps=1, sets={"search": {"schedule": "every:100"}}, **TINY)
+    arch, weight = r["phases"]["arch"], r["phases"]["weight"]
+    assert arch["steps"] == 0 and arch["median_s"] == 0 and arch["median_s_when_run"] is None
+    assert arch["saved_mb"] == 0 and arch["saved_tensors"] == 0
+    assert weight["steps"] == 2 and weight["saved_mb"] > 0
+    assert all("arch" not in st["phases_s"] for st in r["steps_detail"])
+    assert r["saved_mb"] == pytest.approx(weight["saved_mb"])
+
+
+def test_bench_at_a_given_epoch_without_counting():
+    r = bench.measure("darts", steps=1, warmup=0, saved_steps=0, epoch=3, **TINY)
+    assert r["epoch"] == 3 and r["saved_mb"] is None and r["phases"]["weight"]["saved_mb"] is None
+    assert r["phases"]["arch"]["steps"] == 1 and r["phases"]["arch"]["median_s"] > 0
 
 
 def test_architecture_step_skips_the_weight_gradients_of_fast_blocks(monkeypatch):

@@ -7,6 +7,13 @@ CUDA's max allocated on a GPU, the process's peak RSS on CPU (this includes the 
 interpreter and PyTorch, ~200 MB, as it does for the reference script). ``rounds`` > 1
 alternates the methods round by round and reports the median over rounds, so that load
 from other processes hits every method alike. Figures are ratios within one run.
+
+During the timed steps a ``Probe`` is the method's ``probe``: the step frame
+(``SearchMethod.phase``) enters ``probe.phase("arch")`` / ``probe.phase("weight")`` around
+the two updates, and the probe times each phase and counts the tensors autograd saves for
+backward in it (``torch.autograd.graph.saved_tensors_hooks``); whatever runs in a step
+outside every phase is ``other``. A method entry may carry its own overrides,
+``NAME[KEY=VALUE,...]`` (e.g. ``nasp[nasp.arch_ops=selected]``), measured under that label.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REFERENCE = "ref-darts"  # the plain re-implementation of the original DARTS step (--reference PATH)
@@ -41,6 +49,193 @@ def machine() -> dict:
     return info
 
 
+PHASES = ("arch", "weight")  # the step frame's phases, in table order; "other" is the rest of a step
+OTHER = "other"
+
+
+class _Saved:
+    """What the pack hook stores instead of a saved tensor: the tensor, and a release call when autograd drops it."""
+
+    __slots__ = ("tensor", "release", "key")
+
+    def __init__(self, tensor, release, key):
+        self.tensor, self.release, self.key = tensor, release, key
+
+    def __del__(self):
+        self.release(self.key)
+
+
+class Probe:
+    """Times the phases of a search step and counts what autograd saves for backward in each.
+
+    Set as ``method.probe``; wrap each step in ``with probe.step():``. The method's frame
+    enters ``probe.phase(name)`` around its updates. Time is charged to the innermost open
+    phase (exclusive), the rest of the step to ``other``; on CUDA every phase boundary
+    synchronizes. With ``count_saved`` a saved tensor is charged to the innermost open phase
+    (``other`` outside every phase) with the bytes of its storage, each storage once per
+    phase and step while autograd holds it (views, and tensors saved by several ops, are not
+    counted twice; a storage released and saved again is counted again). Parameters (and
+    other tensors whose storage is in ``exclude``) are not activations and are not counted.
+    Per step it records, per phase: seconds, times entered, saved tensors, saved bytes
+    (distinct storages); and the peak of the saved bytes alive at once in the step.
+    """
+
+    def __init__(self, device, exclude=(), count_saved: bool = True):
+        import torch
+
+        self._torch = torch
+        self.cuda = torch.device(device).type == "cuda"
+        self.exclude = {t.untyped_storage().data_ptr() for t in exclude}
+        self.count_saved = count_saved
+        self.steps: list[dict] = []
+        self.live: dict = {}  # storage data_ptr -> [saved tensors holding it, bytes, {(step, phase) charged}]
+        self.live_bytes = 0
+        self._stack: list[str] = []
+        self._cur: dict | None = None
+        self._rec: dict | None = None  # the record saved tensors are charged to now
+        self._tag: tuple | None = None  # (step, phase) of that record
+
+    def _sync(self) -> None:
+        if self.cuda:
+            self._torch.cuda.synchronize()
+
+    @staticmethod
+    def _record_in(cur: dict, name: str) -> dict:
+        rec = cur["phases"].get(name)
+        if rec is None:
+            rec = cur["phases"][name] = {"s": 0.0, "entered": 0, "tensors": 0, "bytes": 0}
+        return rec
+
+    def _enter(self, name: str) -> None:
+        """Saved tensors go to ``name`` from now on."""
+        self._rec = self._record_in(self._cur, name)
+        self._tag = (len(self.steps), name)
+
+    def _charge(self, now: float) -> None:
+        if self._stack:
+            self._cur["phases"][self._stack[-1]]["s"] += now - self._mark
+        self._mark = now
+
+    @contextmanager
+    def step(self):
+        """One measured step: the hooks are on, phase times and saved bytes go to a new record."""
+        self._cur = {"phases": {}, "peak_saved_bytes": self.live_bytes}
+        self._stack = []
+        self._enter(OTHER)
+        hooks = (
+            self._torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+            if self.count_saved
+            else _nullcontext()
+        )
+        with hooks:
+            self._sync()
+            start = self._mark = time.perf_counter()
+            try:
+                yield self._cur
+            finally:
+                self._sync()
+                end = time.perf_counter()
+        cur, self._cur, self._rec = self._cur, None, None
+        cur["s"] = end - start
+        other = self._record_in(cur, OTHER)
+        other["s"] = max(0.0, cur["s"] - sum(r["s"] for n, r in cur["phases"].items() if n != OTHER))
+        self.steps.append(cur)
+
+    @contextmanager
+    def phase(self, name: str):
+        if self._cur is None:  # outside a measured step (a warm-up step): nothing to record
+            yield
+            return
+        self._record_in(self._cur, name)["entered"] += 1
+        self._sync()
+        self._charge(time.perf_counter())
+        self._stack.append(name)
+        self._enter(name)
+        try:
+            yield
+        finally:
+            self._sync()
+            self._charge(time.perf_counter())
+            self._stack.pop()
+            if self._cur is not None:
+                self._enter(self._stack[-1] if self._stack else OTHER)
+
+    # -- saved tensors ---------------------------------------------------------------------
+    def _pack(self, t):
+        rec = self._rec
+        if rec is None:
+            return t
+        try:
+            storage = t.untyped_storage()
+            ptr = storage.data_ptr()
+        except (RuntimeError, NotImplementedError, TypeError):  # no plain storage (sparse, subclasses)
+            storage, ptr = None, t.data_ptr()
+        if ptr in self.exclude:
+            return t
+        rec["tensors"] += 1
+        entry = self.live.get(ptr)
+        if entry is None:
+            nbytes = storage.nbytes() if storage is not None else t.numel() * t.element_size()
+            self.live[ptr] = [1, nbytes, {self._tag}]
+            rec["bytes"] += nbytes
+            self.live_bytes += nbytes
+            if self.live_bytes > self._cur["peak_saved_bytes"]:
+                self._cur["peak_saved_bytes"] = self.live_bytes
+        else:
+            entry[0] += 1
+            if self._tag not in entry[2]:
+                entry[2].add(self._tag)
+                rec["bytes"] += entry[1]
+        # detached: a saved output holding its own grad_fn would make a reference cycle (node -> saved -> tensor
+        # -> node) that a node the backward never runs (an architecture step skips the stem) never breaks;
+        # autograd restores the saved tensor's grad_fn from its own metadata when it unpacks it
+        return _Saved(t.detach(), self._release, ptr)
+
+    @staticmethod
+    def _unpack(packed):
+        return packed.tensor if type(packed) is _Saved else packed
+
+    def _release(self, ptr) -> None:
+        entry = self.live.get(ptr)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] <= 0:
+            del self.live[ptr]
+            self.live_bytes -= entry[1]
+
+    # -- summary -----------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """Medians over the recorded steps; a phase a step did not enter counts 0 s and 0 MB in that step."""
+        names = [*PHASES, *sorted({n for st in self.steps for n in st["phases"]} - {*PHASES, OTHER}), OTHER]
+        zero = {"s": 0.0, "entered": 0, "tensors": 0, "bytes": 0}
+        out = {}
+        for n in names:
+            recs = [st["phases"].get(n) or zero for st in self.steps]
+            ran = [r for r in recs if r["entered"]]
+            out[n] = {
+                "median_s": _median([r["s"] for r in recs]),
+                "steps": len(ran) if n != OTHER else len(recs),
+                "median_s_when_run": _median([r["s"] for r in ran]) if ran else None,
+                "saved_tensors": _median([r["tensors"] for r in recs]),
+                "saved_mb": _median([r["bytes"] / 2**20 for r in recs]),
+            }
+        return {
+            "phases": out,
+            "saved_mb": _median([sum(r["bytes"] for r in st["phases"].values()) / 2**20 for st in self.steps]),
+            "peak_saved_mb": _median([st["peak_saved_bytes"] / 2**20 for st in self.steps]),
+        }
+
+
+def _median(xs):
+    return statistics.median(xs) if xs else 0.0
+
+
+@contextmanager
+def _nullcontext():
+    yield
+
+
 def measure(
     method: str,
     space: str | None = None,
@@ -55,8 +250,17 @@ def measure(
     device: str = "cpu",
     seed: int = 0,
     sets: dict | None = None,
+    epoch: int | None = None,
+    saved_steps: int = 2,
 ) -> dict:
-    """Build ``method`` at this scale and time ``steps`` search steps after ``warmup`` ones (this process)."""
+    """Build ``method`` at this scale and time ``steps`` search steps after ``warmup`` ones (this process).
+
+    ``epoch``: the epoch the steps belong to (default: the method's steady state,
+    ``steady_state_epoch()``). The timed steps time their phases (a ``Probe`` without
+    hooks); then ``saved_steps`` more steps count the tensors saved for backward per phase
+    (a Python call per saved tensor costs a few per cent of a step: kept out of the timed
+    steps, and out of the peak memory, which is read before them). 0: nothing counted.
+    """
     import torch
 
     from .catalog import resolve
@@ -71,19 +275,18 @@ def measure(
     }
     if space:
         overrides["space"] = space
-    for k, v in (sets or {}).items():
-        if isinstance(v, dict):
-            overrides.setdefault(k, {}).update(v)
-        else:
-            overrides[k] = v
+    _merge(overrides, sets or {})
     cfg = resolve(method, overrides=overrides)
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
     m = build_method(cfg, space_from_config(cfg), in_channels, num_classes, dev)
-    # measure the steady state: the method says where it starts (past frozen-architecture or warm-up epochs)
-    epoch = m.steady_state_epoch()
-    m.epochs = max(m.epochs, epoch + 2)
+    if epoch is None:
+        # the steady state: the method says where it starts (past frozen-architecture or warm-up epochs)
+        epoch = m.steady_state_epoch()
+        m.epochs = max(m.epochs, epoch + 2)
+    else:
+        m.epochs = max(m.epochs, epoch + 1)
     g = torch.Generator().manual_seed(seed)
 
     def make_batch():
@@ -96,33 +299,133 @@ def measure(
         def next(self):
             return val
 
-    m.epoch_start(epoch, warmup + steps + 1)
+    # parameters and buffers are no activations: the probe does not count them when an op saves them
+    held = [*m.weights, *m.arch, *(t for net in m.modules() for t in (*net.parameters(), *net.buffers()))]
+    probe = Probe(dev, count_saved=False)
+    counter = Probe(dev, exclude=held)
+    m.epoch_start(epoch, warmup + steps + saved_steps + 1)
     setup_mb = peak_memory_mb(dev)  # interpreter, PyTorch, model, optimizers: before the first step
     reset_peak_memory()
     times, cpu_times = [], []
     for i in range(warmup + steps):
+        timed = i >= warmup
+        m.probe = probe if timed else None
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t, c = time.perf_counter(), time.process_time()
-        m.step(train, Val())
+        with probe.step() if timed else _nullcontext():
+            m.step(train, Val())
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        if i >= warmup:
+        if timed:
             times.append(time.perf_counter() - t)
             cpu_times.append(time.process_time() - c)
+    peak_mb = peak_memory_mb(dev)
+    m.probe = counter
+    for _ in range(saved_steps):
+        with counter.step():
+            m.step(train, Val())
+    m.probe = None
+    timing, saved = probe.summary(), counter.summary()
+    phases = {
+        n: {
+            **{k: v for k, v in timing["phases"].get(n, {}).items() if not k.startswith("saved")},
+            **{k: v for k, v in saved["phases"].get(n, {}).items() if k.startswith("saved")},
+        }
+        for n in dict.fromkeys([*timing["phases"], *saved["phases"]])
+    }
+    if not saved_steps:
+        for ph in phases.values():
+            ph.update(saved_tensors=None, saved_mb=None)
+    state_bytes = sum(t.numel() * t.element_size() for t in _train_state(m))
     return {
         "method": method,
         "space": cfg.space,
         "device": dev.type,
+        "epoch": epoch,
         "median_s": statistics.median(times),
         "min_s": min(times),
         "times_s": times,
         # CPU time of this (single-threaded) process: robust to other processes on a shared machine
         "cpu_median_s": statistics.median(cpu_times),
-        "peak_mb": peak_memory_mb(dev),
+        "peak_mb": peak_mb,
         "setup_mb": setup_mb,
         "params_m": sum(p.numel() for p in m.weights) / 1e6,
+        # every network's parameters and every optimizer's state (RARTS: two networks, three optimizers)
+        "train_state_mb": state_bytes / 2**20,
+        "phases": phases,
+        "saved_steps": saved_steps,
+        "saved_mb": saved["saved_mb"] if saved_steps else None,
+        "peak_saved_mb": saved["peak_saved_mb"] if saved_steps else None,
+        "steps_detail": [
+            {"s": st["s"], "phases_s": {n: r["s"] for n, r in st["phases"].items()}} for st in probe.steps
+        ],
+        "saved_detail": [
+            {
+                "peak_saved_mb": st["peak_saved_bytes"] / 2**20,
+                "phases": {
+                    n: {"tensors": r["tensors"], "saved_mb": r["bytes"] / 2**20} for n, r in st["phases"].items()
+                },
+            }
+            for st in counter.steps
+        ],
     }
+
+
+def _train_state(m) -> list:
+    """The distinct tensors a method keeps between steps: its networks' parameters and buffers, optimizer states."""
+    import torch
+
+    tensors = {}
+    for net in m.modules():
+        for t in (*net.parameters(), *net.buffers()):
+            tensors[id(t)] = t
+    for t in (*m.weights, *m.arch):
+        tensors[id(t)] = t
+    for opt in vars(m).values():
+        if isinstance(opt, torch.optim.Optimizer):
+            for st in opt.state.values():
+                for v in st.values():
+                    if torch.is_tensor(v):
+                        tensors[id(v)] = v
+    return list(tensors.values())
+
+
+def _merge(into: dict, layer: dict) -> dict:
+    """Deep-merge ``layer`` into ``into`` (nested dicts merged key by key), in place; returns ``into``."""
+    for k, v in layer.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v if not isinstance(v, dict) else _merge({}, v)
+    return into
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"darts,nasp[nasp.arch_ops=selected,search.x=1]"`` -> the entries, split on commas outside brackets."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [e.strip() for e in out if e.strip()]
+
+
+def split_entry(entry: str) -> tuple[str, dict]:
+    """``"nasp[nasp.arch_ops=selected]"`` -> ``("nasp", {"nasp": {"arch_ops": "selected"}})``; a plain name: ``{}``."""
+    from .config import parse_set
+
+    name, bracket, rest = entry.partition("[")
+    if not bracket:
+        return entry.strip(), {}
+    if not rest.endswith("]"):
+        raise ValueError(f"method entry '{entry}': expected NAME[KEY=VALUE,...]")
+    items = [i for i in rest[:-1].split(",") if i.strip()]
+    return name.strip(), parse_set(items)
 
 
 def _worker(spec: dict) -> dict:
@@ -182,20 +485,25 @@ a_opt = torch.optim.Adam(arch, 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
 x, y = torch.randn(B, in_ch, H, H), torch.randint(0, 10, (B,))
 xv, yv = torch.randn(B, in_ch, H, H), torch.randint(0, 10, (B,))
 setup = rss()
-times, cpu = [], []
+times, cpu, arch, weight = [], [], [], []
 for i in range(n + warmup):
     t, c = time.perf_counter(), time.process_time()
     a_opt.zero_grad()
     F.cross_entropy(net(xv), yv).backward()
     a_opt.step()
+    t1 = time.perf_counter()  # (the harness's only addition inside the step: one clock read)
     w_opt.zero_grad()
     F.cross_entropy(net(x), y).backward()
     nn.utils.clip_grad_norm_(weights, 5)
     w_opt.step()
     if i >= warmup:
-        times.append(time.perf_counter() - t)
+        t2 = time.perf_counter()
+        times.append(t2 - t)
         cpu.append(time.process_time() - c)
+        arch.append(t1 - t)
+        weight.append(t2 - t1)
 print(json.dumps({"median_s": statistics.median(times), "cpu_median_s": statistics.median(cpu), "times_s": times,
+                  "arch_s": statistics.median(arch), "weight_s": statistics.median(weight),
                   "peak_mb": rss(), "setup_mb": setup}))
 """
 
@@ -207,7 +515,11 @@ def run_bench(
     log=print,
     **spec,
 ) -> dict:
-    """Measure every method (fresh subprocess each), alternating them ``rounds`` times; ratios to darts."""
+    """Measure every method (fresh subprocess each), alternating them ``rounds`` times; ratios to darts.
+
+    An entry of ``methods`` is a method name or ``NAME[KEY=VALUE,...]``: that method with
+    these config overrides on top of ``sets``, reported under the whole entry as its label.
+    """
     from .methods import METHODS
 
     spec = {
@@ -222,11 +534,23 @@ def run_bench(
         "device": "cpu",
         "seed": 0,
         "sets": {},
+        "epoch": None,
+        "saved_steps": 2,
         **spec,
     }
-    names = list(dict.fromkeys(["darts", *methods]))  # darts is the yardstick: always measured
-    skipped = {n: "not built yet (not in diffnas.methods)" for n in names if n not in METHODS}
-    names = [n for n in names if n in METHODS]
+    labels = list(dict.fromkeys(["darts", *methods]))  # darts is the yardstick: always measured
+    entries, skipped = {}, {}
+    for label in labels:
+        try:
+            name, own = split_entry(label)
+        except (ValueError, KeyError) as e:
+            skipped[label] = str(e)
+            continue
+        if name not in METHODS:
+            skipped[label] = "not built yet (not in diffnas.methods)"
+            continue
+        entries[label] = (name, _merge(_merge({}, spec["sets"]), own))
+    names = list(entries)
     if reference:
         if not Path(reference).is_file():
             skipped[REFERENCE] = f"reference script not found: {reference}"
@@ -240,20 +564,30 @@ def run_bench(
             if n in skipped:
                 continue
             try:
-                res = _reference(reference, spec) if n == REFERENCE else _worker({**spec, "method": n})
+                if n == REFERENCE:
+                    res = _reference(reference, spec)
+                else:
+                    name, sets = entries[n]
+                    res = _worker({**spec, "method": name, "sets": sets})
             except (RuntimeError, ValueError, KeyError) as e:
                 skipped[n] = f"failed: {e}"
                 continue
             runs[n].append(res)
+            phases = res.get("phases", {})
+            split = "  ".join(
+                f"{p} {phases[p]['median_s']:.3f} s" for p in PHASES if p in phases and phases[p]["steps"]
+            )
+            saved = f"  saved {res['saved_mb']:.1f} MB" if res.get("saved_mb") is not None else ""
             log(
                 f"round {r + 1}/{rounds} {n:12s} step {res['median_s']:.3f} s (cpu {res['cpu_median_s']:.3f} s)"
-                f"  peak {res['peak_mb']:.0f} MB"
+                + (f" [{split}]" if split else "")
+                + f"  peak {res['peak_mb']:.0f} MB{saved}"
             )
     results = {}
     for n, rs in runs.items():
         if n in skipped or not rs:
             continue
-        results[n] = {
+        res = {
             "median_s": statistics.median(x["median_s"] for x in rs),
             "cpu_median_s": statistics.median(x["cpu_median_s"] for x in rs),
             "rounds_cpu_median_s": [x["cpu_median_s"] for x in rs],
@@ -262,21 +596,67 @@ def run_bench(
             "step_mb": statistics.median(x["peak_mb"] - x["setup_mb"] for x in rs) if "setup_mb" in rs[0] else None,
             "rounds_median_s": [x["median_s"] for x in rs],
             "rounds_peak_mb": [x["peak_mb"] for x in rs],
-            **{k: rs[0][k] for k in ("space", "device", "params_m") if k in rs[0]},
+            **{k: rs[0][k] for k in ("method", "space", "device", "epoch", "params_m", "train_state_mb") if k in rs[0]},
         }
+        if n != REFERENCE:
+            res["sets"] = entries[n][1]
+        res.update(_phase_results(rs))
+        results[n] = res
     base = results.get("darts")
+
+    def ratio(res, key):
+        a, b = res.get(key), (base or {}).get(key)
+        return a / b if a is not None and b else None
+
     for res in results.values():
-        res["time_vs_darts"] = res["median_s"] / base["median_s"] if base else None
-        res["cpu_time_vs_darts"] = res["cpu_median_s"] / base["cpu_median_s"] if base else None
-        res["memory_vs_darts"] = res["peak_mb"] / base["peak_mb"] if base else None
-        ok = base and res["step_mb"] is not None and base["step_mb"]
-        res["step_memory_vs_darts"] = res["step_mb"] / base["step_mb"] if ok else None
+        res["time_vs_darts"] = ratio(res, "median_s")
+        res["cpu_time_vs_darts"] = ratio(res, "cpu_median_s")
+        res["memory_vs_darts"] = ratio(res, "peak_mb")
+        res["step_memory_vs_darts"] = ratio(res, "step_mb")
+        res["arch_time_vs_darts"] = ratio(res, "arch_s")
+        res["weight_time_vs_darts"] = ratio(res, "weight_s")
+        res["saved_vs_darts"] = ratio(res, "saved_mb")
     return {
         "machine": machine(),
         "config": {k: v for k, v in spec.items() if k != "method"} | {"rounds": rounds},
         "results": results,
         "skipped": skipped,
     }
+
+
+def _phase_results(rs: list[dict]) -> dict:
+    """The per-phase figures over rounds (medians of the rounds' medians); None where nothing was measured."""
+    if "phases" not in rs[0]:  # the reference harness: its two halves timed, nothing counted
+        out = {f"{p}_s": statistics.median(x[f"{p}_s"] for x in rs) if f"{p}_s" in rs[0] else None for p in PHASES}
+        return {**out, "other_s": None, "saved_mb": None, "peak_saved_mb": None}
+    names = list(rs[0]["phases"])
+    phases = {}
+    for n in names:
+        per = [x["phases"].get(n) for x in rs]
+        per = [p for p in per if p is not None]
+        when = [p["median_s_when_run"] for p in per if p.get("median_s_when_run") is not None]
+        phases[n] = {
+            "median_s": statistics.median(p.get("median_s", 0.0) for p in per),
+            "steps": per[0].get("steps", 0),  # timed steps of round 1 that entered the phase
+            "median_s_when_run": statistics.median(when) if when else None,
+            "saved_tensors": _median_or_none(p.get("saved_tensors") for p in per),
+            "saved_mb": _median_or_none(p.get("saved_mb") for p in per),
+        }
+    counted = rs[0].get("saved_mb") is not None
+    out = {"phases": phases}
+    for n in (*PHASES, OTHER):
+        ph = phases.get(n)
+        # a phase no timed step entered counts 0 s and 0 MB (the probe's medians count it 0 in such steps)
+        out[f"{n}_s"] = ph["median_s"] if ph else 0.0
+        out[f"{n}_saved_mb"] = ph["saved_mb"] if ph and counted else None
+    out["saved_mb"] = statistics.median(x["saved_mb"] for x in rs) if counted else None
+    out["peak_saved_mb"] = statistics.median(x["peak_saved_mb"] for x in rs) if counted else None
+    return out
+
+
+def _median_or_none(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
 
 
 def _cuda() -> bool:
@@ -288,13 +668,19 @@ def _cuda() -> bool:
 def format_table(report: dict) -> str:
     cfg = report["config"]
     mem = "CUDA max allocated" if any(r.get("device") == "cuda" for r in report["results"].values()) else "peak RSS"
+    width = max([14, *(len(n) + 1 for n in report["results"])])
     lines = [
         f"B={cfg['batch_size']} H={cfg['image_size']} C={cfg['channels']} L={cfg['layers']} in={cfg['in_channels']} "
         f"steps={cfg['steps']} (+{cfg['warmup']} warm-up) rounds={cfg['rounds']} | {report['machine']['cpu']}"
         + (f" | {report['machine']['gpu']}" if "gpu" in report["machine"] else ""),
-        f"{'method':14s} {'step s':>8s} {'x darts':>8s} {'cpu s':>8s} {'x darts':>8s} "
-        f"{'memory MB':>10s} {'x darts':>8s} {'step MB':>8s} {'x darts':>8s}",
-        f"(memory: {mem}; step MB: peak minus the process before its first step; cpu s: process CPU time)",
+        f"{'method':{width}s} {'step s':>8s} {'x darts':>8s} {'cpu s':>8s} {'x darts':>8s} "
+        f"{'arch s':>8s} {'weight s':>8s} {'other s':>8s} "
+        f"{'memory MB':>10s} {'x darts':>8s} {'step MB':>8s} {'x darts':>8s} "
+        f"{'saved MB':>9s} {'x darts':>8s} {'arch MB':>8s} {'weight MB':>9s}",
+        f"(memory: {mem}; step MB: peak minus the process before its first step; cpu s: process CPU time;",
+        " arch s / weight s / other s: median seconds per step in each phase (0 where a step has none);"
+        " saved MB: tensors saved for backward per step, distinct storages, parameters excluded; arch MB /"
+        " weight MB: of which in that phase)",
     ]
 
     def fmt(v, spec):
@@ -302,13 +688,16 @@ def format_table(report: dict) -> str:
 
     for n, r in report["results"].items():
         lines.append(
-            f"{n:14s} {r['median_s']:8.3f} {fmt(r['time_vs_darts'], '.2f'):>8s} {r['cpu_median_s']:8.3f} "
-            f"{fmt(r['cpu_time_vs_darts'], '.2f'):>8s} {r['peak_mb']:10.0f} "
-            f"{fmt(r['memory_vs_darts'], '.2f'):>8s} {fmt(r['step_mb'], '.0f'):>8s} "
-            f"{fmt(r['step_memory_vs_darts'], '.2f'):>8s}"
+            f"{n:{width}s} {r['median_s']:8.3f} {fmt(r['time_vs_darts'], '.2f'):>8s} {r['cpu_median_s']:8.3f} "
+            f"{fmt(r['cpu_time_vs_darts'], '.2f'):>8s} "
+            f"{fmt(r.get('arch_s'), '.3f'):>8s} {fmt(r.get('weight_s'), '.3f'):>8s} {fmt(r.get('other_s'), '.3f'):>8s} "
+            f"{r['peak_mb']:10.0f} {fmt(r['memory_vs_darts'], '.2f'):>8s} "
+            f"{fmt(r['step_mb'], '.0f'):>8s} {fmt(r['step_memory_vs_darts'], '.2f'):>8s} "
+            f"{fmt(r.get('saved_mb'), '.1f'):>9s} {fmt(r.get('saved_vs_darts'), '.2f'):>8s} "
+            f"{fmt(r.get('arch_saved_mb'), '.1f'):>8s} {fmt(r.get('weight_saved_mb'), '.1f'):>9s}"
         )
     for n, why in report["skipped"].items():
-        lines.append(f"{n:14s} skipped: {why}")
+        lines.append(f"{n:{width}s} skipped: {why}")
     return "\n".join(lines)
 
 

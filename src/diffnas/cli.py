@@ -125,7 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="a run directory or a genotype.json")
 
     p = sub.add_parser("bench", help="time and memory of one search step per method, against darts")
-    p.add_argument("--methods", default="darts", help="comma-separated method names (unknown ones are skipped)")
+    p.add_argument(
+        "--methods",
+        default="darts",
+        help="comma-separated method names (unknown ones are skipped); NAME[KEY=VALUE,...]: with its own overrides",
+    )
     p.add_argument("--space", help="search space for every method (default: each method's own)")
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--layers", type=int, default=5)
@@ -135,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="timed steps per method (after the warm-up)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--rounds", type=int, default=1, help="alternate the methods this many times; medians")
+    p.add_argument("--epoch", type=int, help="the epoch the steps belong to (default: each method's steady state)")
+    p.add_argument(
+        "--saved-steps",
+        type=int,
+        default=2,
+        help="steps after the timed ones that count the tensors saved for backward per phase (0: none)",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
     p.add_argument("--reference", metavar="PATH", help="also time the reference DARTS step script (CPU)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every method")
@@ -258,9 +269,9 @@ def _sweep(args) -> int:
 def _bench(args) -> int:
     import json
 
-    from .bench import format_table, run_bench
+    from .bench import format_table, parse_methods, run_bench
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = parse_methods(args.methods)
     report = run_bench(
         methods,
         rounds=args.rounds,
@@ -276,6 +287,8 @@ def _bench(args) -> int:
         warmup=args.warmup,
         device=args.device,
         sets=parse_set(args.set),
+        epoch=args.epoch,
+        saved_steps=args.saved_steps,
     )
     print(format_table(report))
     if args.out:
