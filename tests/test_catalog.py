@@ -205,3 +205,23 @@ def test_spaces_and_methods_list_what_works_with_what(capsys):
     out = capsys.readouterr().out
     assert "relaxation coordinate (works with coordinate)" in out  # darts-cd
     assert "relaxation partial-channels (works with partial-channels)" in out  # idarts
+
+
+def test_train_finds_the_space_from_the_genotype_file(tmp_path, capsys):
+    import json
+
+    import yaml
+    from helpers import write_fake_idx
+
+    data = write_fake_idx(tmp_path / "data")
+    genotype = {
+        "space": "nasp12",
+        "nodes": 2,
+        "normal": [["conv_3x3", 0], ["skip_connect", 1], ["sep_conv_3x3", 0], ["conv_1x1", 2]],
+        "reduce": [["max_pool_5x5", 0], ["avg_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 0]],
+    }
+    (tmp_path / "g.json").write_text(json.dumps(genotype))
+    args = ["train", "--genotype", str(tmp_path / "g.json"), "--data-dir", str(data), "--preset", "tiny"]
+    assert main([*args, "--subset", "64", "--out", str(tmp_path / "t"), "--no-progress"]) == 0  # no --space
+    assert yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())["space"] == "nasp12"
+    assert "test acc" in capsys.readouterr().out

@@ -198,6 +198,7 @@ def test_logged_evaluation_is_the_whole_val_split(worker, data, tmp_path, one_th
     from diffnas.runtime.rundir import RunDir
 
     engine_search = importlib.import_module("diffnas.engine.search")
+    engine_loop = importlib.import_module("diffnas.engine.loop")
     run = worker / "runs0" / "darts"
     cfg = resolve(
         "darts",
@@ -207,8 +208,8 @@ def test_logged_evaluation_is_the_whole_val_split(worker, data, tmp_path, one_th
     job = engine_search.SearchJob(cfg, RunDir(tmp_path, write=False), progress=False)
     job.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["job"])
     x, y = job.data.train_x[job.val_idx], job.data.train_y[job.val_idx]
-    evaluation = engine_search.sharded_evaluate(
-        job.method.evaluate, x, y, 4 * cfg.search.batch_size, mean=job.data.mean, std=job.data.std, device="cpu"
+    evaluation = engine_loop.evaluate_split(
+        job.method.evaluate, x, y, 4 * cfg.search.batch_size, "val", mean=job.data.mean, std=job.data.std, device="cpu"
     )
     logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert logged["val_acc"] == evaluation["val_acc"]

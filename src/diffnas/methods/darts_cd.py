@@ -97,25 +97,23 @@ class DARTSCD(_SignWarmup):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.edge_params = {
-            (cell.index, e): list(edge.parameters()) for cell in self.net.cells for e, edge in enumerate(cell.edges)
-        }
+        self.edge_params = self.net.edge_parameters()
         on_edges = {id(p) for ps in self.edge_params.values() for p in ps}
         self.shared_params = [p for p in self.weights if id(p) not in on_edges]
 
     def relaxed_rows(self) -> dict:
         """{cell type: [E] bool}: the alpha rows relaxed in this step in some cell of that type."""
         rows = {t: torch.zeros(self.relax.alphas[t].shape[0], dtype=torch.bool) for t in self.space.cell_types}
-        for cell in self.net.cells:
-            rows[cell.cell_type][self.relax.relaxed_edges(cell.cell_type, cell.index)] = True
+        for cell_type, index in self.net.cell_keys():
+            rows[cell_type][self.relax.relaxed_edges(cell_type, index)] = True
         return rows
 
     def trainable_weights(self) -> list[nn.Parameter]:
         """The weights updated in this step: the relaxed edges' ops (+ the shared stem/preprocess/classifier)."""
         params = list(self.shared_params) if self.opts.train_shared else []
-        for cell in self.net.cells:
-            for e in self.relax.relaxed_edges(cell.cell_type, cell.index):
-                params += self.edge_params[(cell.index, e)]
+        for cell_type, index in self.net.cell_keys():
+            for e in self.relax.relaxed_edges(cell_type, index):
+                params += self.edge_params[(index, e)]
         return params
 
     def weight_step(self, batch) -> dict:

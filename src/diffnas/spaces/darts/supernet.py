@@ -172,6 +172,14 @@ class Supernet(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         return self.relax.arch_parameters()
 
+    def cell_keys(self) -> list[tuple[str, int]]:
+        """(cell type, cell index) of every cell: the keys a relaxation's ``mixing`` is asked with."""
+        return [(cell.cell_type, cell.index) for cell in self.cells]
+
+    def edge_parameters(self) -> dict:
+        """{(cell index, edge): the parameters of that edge's ops}; every other weight is shared by no edge."""
+        return {(cell.index, e): list(edge.parameters()) for cell in self.cells for e, edge in enumerate(cell.edges)}
+
     def edge_shapes(self, input_shape) -> list:
         """Per cell: (cell type, [(channels, height, width, stride) per edge]) of the edges' op inputs.
 
