@@ -375,8 +375,8 @@ def test_search_logs_the_relaxed_edges_and_resumes_exactly(tmp_path):
         diffnas.search(out=tmp_path / "killed", callbacks=[kill_after_first_epoch], **common)
     resumed = diffnas.search(resume=tmp_path / "killed", progress=False)
     assert resumed.genotype == full.genotype
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["job"]["method"]["net"]
-    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["job"]["method"]["net"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["job"]["method"]["net"]
+    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["job"]["method"]["net"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     resumed_steps = (tmp_path / "killed" / "steps.jsonl").read_text().splitlines()
     assert [json.loads(x)["relaxed"] for x in resumed_steps] == [s["relaxed"] for s in steps]

@@ -367,8 +367,8 @@ def test_darts_prime_search_writes_the_figure_3_record_and_resumes(tmp_path):
         diffnas.search(out=tmp_path / "killed", callbacks=[kill], **common)
     resumed = diffnas.search(resume=tmp_path / "killed", progress=False)
     assert resumed.genotype == full.genotype
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["job"]["method"]
-    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["job"]["method"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["job"]["method"]
+    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["job"]["method"]
     assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])
     assert a["schedule"] == b["schedule"]
     ua, ub = (next(r["u"] for r in x["regularizers"] if "u" in r) for x in (a, b))

@@ -91,8 +91,8 @@ def test_batch_stream_parts_make_up_the_single_process_batch():
 
 
 def test_ranks_end_bitwise_identical(worker):
-    a = torch.load(worker / "rank0" / "states.pt", weights_only=False)
-    b = torch.load(worker / "rank1" / "states.pt", weights_only=False)
+    a = torch.load(worker / "rank0" / "states.pt", weights_only=True)
+    b = torch.load(worker / "rank1" / "states.pt", weights_only=True)
     assert set(a) == {*dist_worker.SEARCH_METHODS, "train", "resumed"}
     for name in a:
         assert differences(a[name], b[name]) == [], name
@@ -113,7 +113,7 @@ def one_thread():
 
 @pytest.mark.parametrize("method", dist_worker.GRAD_METHODS)
 def test_averaged_gradient_is_the_mean_of_the_half_batch_gradients(worker, method, one_thread):
-    ranks = [torch.load(worker / f"rank{r}" / "grads.pt", weights_only=False)[method]["grads"] for r in (0, 1)]
+    ranks = [torch.load(worker / f"rank{r}" / "grads.pt", weights_only=True)[method]["grads"] for r in (0, 1)]
     assert all((x is None and y is None) or torch.equal(x, y) for x, y in zip(*ranks))
     halves = []
     for r in (0, 1):  # a single process on each half of the global batch, as the worker's ranks
@@ -156,7 +156,7 @@ def test_unrolled_step_equals_the_split_batch_step(worker, method, one_thread):
     """DARTS second order (virtual step, finite-difference Hessian-vector product) and RARTS (w, then y,
     then alpha at the new w and y): the 2-process step equals one process on the whole batch whose loss
     is the mean of the two halves' losses, so the virtual step and v are averaged where they must be."""
-    got = torch.load(worker / "rank0" / "unrolled.pt", weights_only=False)[method]["grads"]
+    got = torch.load(worker / "rank0" / "unrolled.pt", weights_only=True)[method]["grads"]
     (xt, yt), (xv, yv) = batch(8, seed=1), batch(8, seed=2)
     results = []
     for split in (True, False):  # False: one rank's half alone, to show the reduction matters
@@ -206,7 +206,7 @@ def test_logged_evaluation_is_the_whole_val_split(worker, data, tmp_path, one_th
         | {"search": dist_worker.SEARCH},
     )
     job = engine_search.SearchJob(cfg, RunDir(tmp_path, write=False), progress=False)
-    job.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False)["job"])
+    job.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["job"])
     x, y = job.data.train_x[job.val_idx], job.data.train_y[job.val_idx]
     evaluation = engine_loop.evaluate_split(
         job.method.evaluate, x, y, 4 * cfg.search.batch_size, "val", mean=job.data.mean, std=job.data.std, device="cpu"

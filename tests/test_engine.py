@@ -121,8 +121,8 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(data, tmp_path):
     assert len(lines(tmp_path / "killed" / "metrics.jsonl")) == 1
     resumed = diffnas.search(resume=tmp_path / "killed", progress=False)
     assert resumed.genotype == full.genotype
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["job"]["method"]["net"]
-    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=False)["job"]["method"]["net"]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["job"]["method"]["net"]
+    b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["job"]["method"]["net"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     full_m, res_m = lines(tmp_path / "full" / "metrics.jsonl"), lines(tmp_path / "killed" / "metrics.jsonl")
     assert [m["epoch"] for m in res_m] == [0, 1, 2]

@@ -18,7 +18,7 @@ import torch
 from ..data import eval_batches
 from ..errors import TrainingDiverged
 from ..runtime import distributed
-from ..runtime.rundir import RunDir, rng_state, set_rng_state
+from ..runtime.rundir import CHECKPOINT, RunDir, rng_state, set_rng_state
 from ..runtime.system import peak_memory_mb, reset_peak_memory
 
 
@@ -39,12 +39,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_finite(value: float, what: str, run: RunDir) -> None:
-    """Stop the run on a NaN or infinite ``value``; the last good checkpoint stays in ``run``."""
+    """Stop the run on a NaN or infinite ``value``; the last good checkpoint (if any yet) stays in ``run``."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise TrainingDiverged(
-            f"{what} became {value}; the run stopped, its last good checkpoint is in {run.path} "
-            "(lower the learning rate and --resume)"
-        )
+        if run.file(CHECKPOINT).is_file():
+            where = f"its last good checkpoint is in {run.path} (lower the learning rate and --resume)"
+        else:
+            where = "before its first checkpoint, so there is nothing to resume (lower the learning rate)"
+        raise TrainingDiverged(f"{what} became {value}; the run stopped, {where}")
 
 
 def evaluate_split(evaluate: Callable, x, y, batch_size: int, prefix: str, **batch_args) -> dict:
@@ -101,18 +102,20 @@ def run_job(make_job: Callable[[RunDir], Job], cfg, out, resume: bool, callbacks
     """Open the run directory, build the job, run or resume it; returns (job, run, records, seconds, peak MB).
 
     A new run starts from empty logs; ``records`` and ``seconds`` cover the whole run,
-    also when this call only resumed it (read back from metrics.jsonl).
+    also when this call only resumed it (read back from metrics.jsonl). The run directory
+    is locked against other writers from before the first write until this returns or raises.
     """
     run = RunDir(out, write=distributed.is_main())  # a multi-process run: only rank 0 writes
-    if not resume and run.write:
-        for name in (*logs, "checkpoint.pt"):
-            run.file(name).unlink(missing_ok=True)
-    run.write_config(cfg.to_plain())
-    resolve_device(cfg.device)  # under torchrun: join the group and select this rank's GPU before touching CUDA
-    reset_peak_memory()
-    t0 = time.perf_counter()
-    job = make_job(run)
+    run.lock(create=not resume)
     try:
+        if not resume and run.write:
+            for name in (*logs, CHECKPOINT):
+                run.file(name).unlink(missing_ok=True)
+        run.write_config(cfg.to_plain())
+        resolve_device(cfg.device)  # under torchrun: join the group and select this rank's GPU before touching CUDA
+        reset_peak_memory()
+        t0 = time.perf_counter()
+        job = make_job(run)
         records = run_epochs(job, run, resume=resume, callbacks=callbacks, logs=logs)
     finally:
         run.close()

@@ -1,8 +1,12 @@
 """A run directory: the resolved config, JSON-lines logs, TensorBoard events and the checkpoint.
 
 Everything a report needs is written here as plain files, so reports can be made
-later and for many runs at once. The checkpoint is written atomically (temp file,
-fsync, rename): a run killed while saving keeps its previous checkpoint.
+later and for many runs at once. Whole files (checkpoint, config, summaries, truncated
+logs) are written atomically (temp file, fsync, rename): a run killed while saving keeps
+the previous version. Logs are appended a line at a time; a line cut short by a kill is
+skipped by the readers and dropped on resume. The checkpoint holds only tensors and plain
+data and is read with ``weights_only=True``, so resuming a run directory from elsewhere
+cannot run code. One process writes a run directory at a time (``RunDir.lock``).
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
+import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,7 +28,17 @@ import yaml
 from ..errors import DiffnasError
 from . import distributed
 
+try:
+    import fcntl
+except ImportError:  # Windows: no locking
+    fcntl = None
+
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
+
+
+class RunDirBusy(DiffnasError):
+    """Another live process writes the run directory."""
 
 
 def _jsonable(v):
@@ -51,8 +68,38 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line; a torn last line (a killed writer's) is ended first so it cannot swallow this one."""
+    with open(path, "a+b") as f:
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+        f.write((line + "\n").encode())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a last line that does not parse (cut short by a kill) is skipped."""
+    lines = [(i, line) for i, line in enumerate(Path(path).read_text().splitlines(), 1) if line.strip()]
+    records = []
+    for i, line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i != lines[-1][0]:
+                raise DiffnasError(f"{path}, line {i}: not a JSON record") from None
+    return records
+
+
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    """Every RNG's state as tensors, numbers and lists (what a ``weights_only`` load accepts)."""
+    version, internal, gauss = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached],
+    }
     if torch.cuda.is_available():
         # a rank of a multi-process run owns one GPU: reading every GPU's state would open a context on each
         state["cuda"] = [torch.cuda.get_rng_state()] if distributed.active() else torch.cuda.get_rng_state_all()
@@ -61,8 +108,10 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         if distributed.active():  # rank 0's state (of its own GPU) on this rank's GPU: the ranks stay in step
             torch.cuda.set_rng_state(state["cuda"][0])
@@ -76,31 +125,90 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _holder(text: str) -> str:
+    """Who a lock file names, for the messages."""
+    try:
+        d = json.loads(text)
+        return f"pid {d['pid']} on {d['host']}"
+    except (ValueError, TypeError, KeyError):
+        return "an unknown process"
+
+
 class RunDir:
-    """``write=False`` (the ranks other than 0 of a multi-process run): reads work, every write is skipped."""
+    """``write=False`` (the ranks other than 0 of a multi-process run): reads work, every write is skipped.
+
+    A writer calls ``lock()`` first (it creates the directory) and ``close()`` at the end.
+    """
 
     def __init__(self, path, tensorboard: bool = True, write: bool = True):
         self.path = Path(path)
         self.write = write
-        if write:
-            try:
-                self.path.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise DiffnasError(f"{self.path}: cannot create run directory ({e.strerror})") from None
         self._tb = None
         self._tensorboard = tensorboard and write
+        self._lock_fd: int | None = None
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    # -- one writer ---------------------------------------------------------------------------
+    def lock(self, create: bool = True) -> None:
+        """Become the directory's only writer, or raise ``RunDirBusy`` naming the live holder.
+
+        An exclusive ``flock`` on ``.lock`` (holding pid and host): the kernel drops it when
+        the holder dies, so a lock file left by a killed run is simply taken over (with a
+        notice). Temp files of a write the killed run did not finish are removed here.
+        ``create=False`` (resuming): a missing directory is an error, not created.
+        """
+        if not self.write or self._lock_fd is not None:
+            return
+        if not create and not self.path.is_dir():
+            raise DiffnasError(f"{self.path}: no such run directory to resume")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DiffnasError(f"{self.path}: cannot create run directory ({e.strerror})") from None
+        path = self.file(LOCK)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if fcntl is None:
+                break
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = _holder(path.read_text(errors="replace")) if path.is_file() else "another process"
+                raise RunDirBusy(f"{self.path} is in use by {holder} (one run directory, one run)") from None
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the holder removed the file between our open and lock: take the new one
+        old = os.read(fd, 4096).decode(errors="replace").strip()
+        if old:
+            print(f"diffnas: taking over {self.path} from {_holder(old)}, which is not running", file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        self._lock_fd = fd
+        for tmp in self.path.glob(".*.tmp"):  # left by a kill inside atomic_write_bytes
+            tmp.unlink(missing_ok=True)
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            self.file(LOCK).unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- config -------------------------------------------------------------------------------
     def write_config(self, cfg: dict, name: str = "config.yaml") -> None:
         if not self.write:
             return
-        self.file(name).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        atomic_write_bytes(self.file(name), lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
 
     def read_config(self, name: str = "config.yaml") -> dict:
         path = self.file(name)
+        if not self.path.is_dir():
+            raise DiffnasError(f"{self.path}: no such run directory")
         if not path.is_file():
             raise DiffnasError(f"{path}: no config to resume from (is {self.path} a diffnas run directory?)")
         return yaml.safe_load(path.read_text())
@@ -109,27 +217,25 @@ class RunDir:
     def append(self, name: str, record: dict) -> None:
         if not self.write:
             return
-        with open(self.file(name), "a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
+        append_line(self.file(name), json.dumps(_jsonable(record)))
 
     def read_log(self, name: str) -> list[dict]:
         path = self.file(name)
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        return read_jsonl(path) if path.is_file() else []
 
     def truncate_log(self, name: str, key: str, keep_below: int) -> None:
-        """On resume, drop log lines the killed run wrote after its last checkpoint."""
+        """On resume, drop log lines the killed run wrote after its last checkpoint (a torn last one too)."""
         path = self.file(name)
         if not self.write or not path.is_file():
             return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)[key] < keep_below]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if r[key] < keep_below)
+        atomic_write_bytes(path, lambda f: f.write(kept.encode()))
 
     def write_json(self, name: str, data: dict) -> None:
         if not self.write:
             return
-        self.file(name).write_text(json.dumps(_jsonable(data), indent=1) + "\n")
+        text = json.dumps(_jsonable(data), indent=1) + "\n"
+        atomic_write_bytes(self.file(name), lambda f: f.write(text.encode()))
 
     def scalars(self, step: int, values: dict) -> None:
         if not self._tensorboard:
@@ -144,9 +250,11 @@ class RunDir:
         self._tb.flush()
 
     def close(self) -> None:
+        """Flush TensorBoard and let other processes write here again."""
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        self.unlock()
 
     # -- checkpoint ----------------------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
@@ -159,6 +267,11 @@ class RunDir:
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            # weights_only: tensors and plain data; anything else (code to run) is refused, never built
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise DiffnasError(
+                f"{path}: refused to load, the checkpoint holds objects other than tensors and plain data"
+            ) from None
         except Exception as e:
             raise DiffnasError(f"{path}: unreadable checkpoint ({type(e).__name__})") from None

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DiffnasError
+from ..runtime.rundir import append_line
 from .backends import RAY_HINT, run_local, run_ray
 from .report import CSV_FIELDS, SUMMARY, format_table, write_records
 from .trials import (
@@ -169,8 +170,7 @@ def run_sweep(
 
     def on_done(rec: dict):
         records[rec["name"]] = rec
-        with open(path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_line(path, json.dumps(rec))  # a record cut short by a kill stays a line of its own
         err = f": {rec['error']}" if rec.get("error") else ""
         log(f"sweep: [{len(records)}/{len(trials)}] {rec['name']} {rec['status']}{err}")
 

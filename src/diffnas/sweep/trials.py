@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -174,7 +175,13 @@ def trial_command(spec: dict, trial_dir: Path) -> tuple[list[str], bool]:
     return ["run", "--out", str(trial_dir), *fresh], False
 
 
-def _error_line(log: Path) -> str:
+def _error_line(log: Path, returncode: int) -> str:
+    """The failure of a trial process: the signal that killed it, else its last ``diffnas: error:`` line."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     for ln in reversed(lines):
         if ln.startswith("diffnas: error: "):
@@ -266,7 +273,7 @@ def run_trial(spec: dict, trial: dict, env_extra: dict | None = None) -> dict:
                 cwd=cwd,
             )
         if proc.returncode != 0:
-            record.update(status="failed", error=_error_line(log), returncode=proc.returncode)
+            record.update(status="failed", error=_error_line(log, proc.returncode), returncode=proc.returncode)
         elif not done.is_file():
             record.update(status="failed", error=f"diffnas {args[0]} exited 0 but wrote no {done.name}")
     record.update(collect(trial_dir, spec["search_only"]))
