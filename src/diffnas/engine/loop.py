@@ -98,12 +98,13 @@ def run_epochs(
     return records
 
 
-def run_job(make_job: Callable[[RunDir], Job], cfg, out, resume: bool, callbacks, logs: tuple[str, ...]):
-    """Open the run directory, build the job, run or resume it; returns (job, run, records, seconds, peak MB).
+def run_job(make_job: Callable[[RunDir], Job], cfg, out, resume: bool, callbacks, logs: tuple[str, ...], finish):
+    """Open the run directory, build the job, run or resume it, then ``finish(job, run, records, seconds,
+    peak MB)`` (the summary); returns what ``finish`` returns.
 
     A new run starts from empty logs; ``records`` and ``seconds`` cover the whole run,
     also when this call only resumed it (read back from metrics.jsonl). The run directory
-    is locked against other writers from before the first write until this returns or raises.
+    is locked against other writers from before the first write until the summary is written.
     """
     run = RunDir(out, write=distributed.is_main())  # a multi-process run: only rank 0 writes
     run.lock(create=not resume)
@@ -117,10 +118,10 @@ def run_job(make_job: Callable[[RunDir], Job], cfg, out, resume: bool, callbacks
         t0 = time.perf_counter()
         job = make_job(run)
         records = run_epochs(job, run, resume=resume, callbacks=callbacks, logs=logs)
+        records, seconds = whole_run(run, records, time.perf_counter() - t0)
+        return finish(job, run, records, seconds, peak_memory_mb(job.device))
     finally:
         run.close()
-    records, seconds = whole_run(run, records, time.perf_counter() - t0)
-    return job, run, records, seconds, peak_memory_mb(job.device)
 
 
 def whole_run(run: RunDir, records: list[dict], seconds: float) -> tuple[list[dict], float]:

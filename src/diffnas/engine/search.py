@@ -107,24 +107,26 @@ class SearchJob:
 
 def search(cfg: Config, out, resume: bool = False, progress: bool = True, callbacks=None) -> SearchResult:
     """Run (or resume) a search; writes the run directory and returns the final architecture."""
-    job, run, records, seconds, peak = run_job(
-        lambda run: SearchJob(cfg, run, progress), cfg, out, resume, callbacks, LOGS
-    )
-    saved = run.write and run.file("genotype.json").is_file()
-    genotype = load_architecture(run.file("genotype.json")) if saved else job.method.genotype()
-    last = records[-1] if records else {}
-    result = SearchResult(genotype, run.path, records, last.get("val_acc", float("nan")), seconds, peak)
-    run.write_json(
-        "summary.json",
-        {
-            "kind": "search",
-            "method": cfg.method,
-            "space": cfg.space,
-            "val_acc": result.val_acc,
-            "seconds": result.seconds,
-            "peak_memory_mb": result.peak_memory_mb,
-            "genotype": genotype.to_dict(),
-        },
-    )
+
+    def finish(job, run, records, seconds, peak) -> SearchResult:
+        saved = run.write and run.file("genotype.json").is_file()
+        genotype = load_architecture(run.file("genotype.json")) if saved else job.method.genotype()
+        last = records[-1] if records else {}
+        result = SearchResult(genotype, run.path, records, last.get("val_acc", float("nan")), seconds, peak)
+        run.write_json(
+            "summary.json",
+            {
+                "kind": "search",
+                "method": cfg.method,
+                "space": cfg.space,
+                "val_acc": result.val_acc,
+                "seconds": result.seconds,
+                "peak_memory_mb": result.peak_memory_mb,
+                "genotype": genotype.to_dict(),
+            },
+        )
+        return result
+
+    result = run_job(lambda run: SearchJob(cfg, run, progress), cfg, out, resume, callbacks, LOGS, finish)
     distributed.barrier()  # every rank sees rank 0's finished run directory before going on
     return result

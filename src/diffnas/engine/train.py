@@ -159,29 +159,32 @@ def train(
             genotype.save(run.file("genotype.json"))
         return TrainJob(cfg, genotype, run, progress)
 
-    job, run, records, seconds, peak = run_job(make_job, cfg, out, resume, callbacks, LOGS)
-    test_acc = records[-1]["test_acc"] if records else job.test()["test_acc"]
-    result = TrainResult(
-        genotype,
-        run.path,
-        test_acc,
-        count_params_m(job.net),
-        count_flops_m(job.net, job.data.in_channels, job.data.image_size),
-        seconds,
-        peak,
-    )
-    run.write_json(
-        "result.json",
-        {
-            "kind": "train",
-            "space": genotype.space,
-            "test_acc": result.test_acc,
-            "params_m": result.params_m,
-            "flops_m": result.flops_m,
-            "seconds": result.seconds,
-            "peak_memory_mb": result.peak_memory_mb,
-            "genotype": genotype.to_dict(),
-        },
-    )
+    def finish(job, run, records, seconds, peak) -> TrainResult:
+        test_acc = records[-1]["test_acc"] if records else job.test()["test_acc"]
+        result = TrainResult(
+            genotype,
+            run.path,
+            test_acc,
+            count_params_m(job.net),
+            count_flops_m(job.net, job.data.in_channels, job.data.image_size),
+            seconds,
+            peak,
+        )
+        run.write_json(
+            "result.json",
+            {
+                "kind": "train",
+                "space": genotype.space,
+                "test_acc": result.test_acc,
+                "params_m": result.params_m,
+                "flops_m": result.flops_m,
+                "seconds": result.seconds,
+                "peak_memory_mb": result.peak_memory_mb,
+                "genotype": genotype.to_dict(),
+            },
+        )
+        return result
+
+    result = run_job(make_job, cfg, out, resume, callbacks, LOGS, finish)
     distributed.barrier()  # every rank sees rank 0's finished run directory before going on
     return result
