@@ -338,7 +338,7 @@ def test_darts_prime_defaults_and_ablation_flags():
 
 
 def test_darts_prime_search_writes_the_figure_3_record_and_resumes(tmp_path):
-    data = write_fake_idx(tmp_path / "data", n_train=72)
+    data = write_fake_idx(tmp_path / "data", n_train=88)  # a val split (1/11) of 8 images: one batch of 8
     common = dict(
         method="darts-prime",
         space="darts-nonone",

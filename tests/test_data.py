@@ -162,7 +162,8 @@ def test_subset_and_resize(tmp_path):
         rows = [i for i in range(20) if np.array_equal(full[i], img)]
         assert rows and arrays[IDX_NAMES[1]][rows[0]] == label
     assert a.mean.item() == pytest.approx(a.train_x.double().mean().item() / 255, abs=1e-6)
-    assert len(load_dataset("fashion-mnist", tmp_path / "fm", subset=1000).train_y) == 20
+    with pytest.raises(DataError, match="subset 1000 is more than the 20 training images"):  # not silently 20
+        load_dataset("fashion-mnist", tmp_path / "fm", subset=1000)
 
     r = load_dataset("fashion-mnist", tmp_path / "fm", image_size=4)
     assert r.train_x.shape == (20, 1, 4, 4) and r.test_x.shape == (3, 1, 4, 4) and r.image_size == 4

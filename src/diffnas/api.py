@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .catalog import method_table, reload, resolve, space_table
-from .config import Config
+from .config import Config, load_yaml, merge
 from .engine.search import SearchResult
 from .engine.search import search as _search
 from .engine.train import TrainResult
 from .engine.train import train as _train
-from .errors import DiffnasError
+from .errors import ConfigError, DiffnasError
 from .runtime import distributed
-from .runtime.rundir import RunDir
 from .spaces import Architecture, load_architecture
 
 
@@ -33,12 +33,46 @@ def list_spaces() -> list[dict]:
     return space_table()
 
 
-def _config(resume, config=None, preset=None, overrides=None) -> Config:
-    """A new run's config, or a resumed run's saved config with ``overrides`` on top."""
+def _config(resume, config=None, preset=None, overrides=None, kind: str = "search") -> Config:
+    """A new run's config, or a resumed ``kind`` run's own config with the changes a resume may make
+    (``catalog.reload``); checked before anything is written, the device too."""
     overrides = dict(overrides or {})
     if resume:
-        return reload(RunDir(resume).read_config(), overrides)
-    return resolve(overrides.pop("method", None), preset, config, overrides)
+        cfg = _resumed_config(Path(resume), kind, config, preset, overrides)
+    else:
+        cfg = resolve(overrides.pop("method", None), preset, config, overrides)
+    distributed.parse_device(cfg.device)
+    return cfg
+
+
+def _resumed_config(path: Path, kind: str, config, preset, overrides: dict) -> Config:
+    """The run's own config.yaml: a resume continues one run, it does not start another in its directory."""
+    if config or preset:
+        raise ConfigError("--resume continues a run with its own config.yaml; --config and --preset cannot go with it")
+    found = _run_kind(path)
+    if found not in (None, kind):
+        raise ConfigError(f"{path} is a {found} run: continue it with `diffnas {found} --resume {path}`")
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"{path}: no config.yaml to resume from (is it a diffnas run directory?)")
+    return reload(load_yaml(path / "config.yaml"), overrides)
+
+
+def _run_kind(path: Path) -> str | None:
+    """``search`` or ``train``, from the files only that kind writes (config.yaml is alike for both)."""
+    if any((path / name).is_file() for name in ("steps.jsonl", "genotypes.jsonl", "summary.json")):
+        return "search"
+    if any((path / name).is_file() for name in ("result.json", "genotype.json")):
+        return "train"
+    return None
+
+
+@contextmanager
+def _writing(out):
+    """A full disk or an unwritable ``out`` is the machine's state, not a bug: one line, not a traceback."""
+    try:
+        yield
+    except OSError as e:
+        raise DiffnasError(f"{e.filename or out}: {e.strerror or e}") from None
 
 
 def _default_out(kind: str, cfg) -> Path:
@@ -65,9 +99,10 @@ def draw(run_dir, genotype: Architecture) -> list[Path]:
 
 
 def search(out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, **overrides) -> SearchResult:
-    cfg = _config(resume, config, preset, overrides)
+    cfg = _config(resume, config, preset, overrides, "search")
     out = Path(resume or out or _default_out("search", cfg))
-    result = _search(cfg, out, resume=bool(resume), progress=progress, callbacks=callbacks)
+    with _writing(out):
+        result = _search(cfg, out, resume=bool(resume), progress=progress, callbacks=callbacks)
     draw(out, result.genotype)
     return result
 
@@ -75,33 +110,32 @@ def search(out=None, resume=None, config=None, preset=None, progress=True, callb
 def train(
     genotype=None, out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, **overrides
 ) -> TrainResult:
-    if resume:
-        genotype = load_architecture(Path(resume) / "genotype.json")
-    elif not isinstance(genotype, Architecture):
+    if genotype is not None and not isinstance(genotype, Architecture):
         genotype = load_architecture(genotype)
-    if not resume:  # the architecture says its space, and with it the retraining protocol
+    if resume:
+        cfg = _config(resume, config, preset, overrides, "train")
+        saved = load_architecture(Path(resume) / "genotype.json")
+        if genotype is not None and genotype.to_dict() != saved.to_dict():
+            raise ConfigError(f"--resume continues {resume} with its own genotype.json; --genotype names another")
+        genotype = saved
+    else:  # the architecture says its space, and with it the retraining protocol
         overrides.setdefault("space", genotype.space)
-    cfg = _config(resume, config, preset, overrides)
+        cfg = _config(None, config, preset, overrides)
     out = Path(resume or out or _default_out("train", cfg))
-    return _train(cfg, genotype, out, resume=bool(resume), progress=progress, callbacks=callbacks)
+    with _writing(out):
+        return _train(cfg, genotype, out, resume=bool(resume), progress=progress, callbacks=callbacks)
 
 
 def run(out=None, resume=None, config=None, preset=None, progress=True, **overrides):
     """Search, derive, retrain, report: ``out/search`` and ``out/train``."""
     if resume:
         out = Path(resume)
-        s = search(resume=out / "search", progress=progress, **overrides)
+        s = search(resume=out / "search", config=config, preset=preset, progress=progress, **overrides)
         if (out / "train" / "config.yaml").is_file():
             t = train(resume=out / "train", progress=progress, **overrides)
-        else:
-            t = train(
-                s.genotype,
-                out=out / "train",
-                config=config,
-                preset=preset,
-                progress=progress,
-                **_train_overrides(out / "search"),
-            )
+        else:  # the retraining had not started: the search's settings, with what this resume changes
+            kept = merge(_train_overrides(out / "search"), overrides, allow_new=True)
+            t = train(s.genotype, out=out / "train", progress=progress, **kept)
         return s, t
     cfg = _config(None, config, preset, overrides)
     out = Path(out or _default_out("run", cfg))
@@ -125,7 +159,7 @@ def sweep(out, methods=None, seeds=None, grid=None, config=None, preset=None, **
 
 
 def _train_overrides(search_dir) -> dict:
-    saved = RunDir(search_dir).read_config()
+    saved = load_yaml(Path(search_dir) / "config.yaml")
     keys = ("dataset", "data_dir", "subset", "image_size", "seed", "device", "precision", "train")
     return {k: saved[k] for k in keys if k in saved}
 

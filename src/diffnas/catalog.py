@@ -65,23 +65,60 @@ def _nested(d: dict, section: str, key: str):
     return node.get(key) if isinstance(node, dict) else None
 
 
+# What a resumed run may change: more epochs (to extend it), the device, and the learning rates and
+# their floors (after a NaN: lower the learning rate and --resume). The resumed job takes the new
+# values after loading its checkpoint (``engine.resume.keep_config``). Any other key is the run itself.
+RESUMABLE = (
+    "search.epochs",
+    "train.epochs",
+    "device",
+    "search.w_lr",
+    "search.w_lr_min",
+    "search.a_lr",
+    "train.lr",
+    "train.lr_min",
+)
+
+
 def reload(saved: dict, overrides: dict | None = None) -> Config:
-    """A saved run's config (config.yaml), migrated, with ``overrides`` on top; validated."""
+    """A saved run's config (config.yaml), migrated, with ``overrides`` on top; validated.
+
+    A resumed run stays the run it was: an override of a key outside ``RESUMABLE`` that changes
+    its value is refused, naming the keys, rather than mixing two runs in one directory.
+    """
     method = saved.get("method") or DEFAULTS["method"]
-    cfg = merge(migrate(saved, method), migrate(overrides or {}, method))
-    if "relax" not in cfg:  # a run of an earlier version: its relaxation's options
+    cfg = migrate(saved, method)
+    if "relax" not in saved:  # a run of an earlier version: its relaxation's options (and any moved there)
         name = cfg["search"].get("relaxation") or get_method(method).relaxation
-        cfg["relax"] = get_relaxation(name).defaults()
-    return check(cfg)
+        cfg["relax"] = {**get_relaxation(name).defaults(), **cfg.get("relax", {})}
+    new = merge(cfg, migrate(overrides or {}, method))
+    old, changed = _flat(cfg), _flat(new)
+    refused = sorted(k for k in old.keys() | changed.keys() if old.get(k) != changed.get(k) and k not in RESUMABLE)
+    if refused:
+        raise ConfigError(
+            f"--resume continues a run with its own config; cannot change {', '.join(refused)} "
+            f"(a resume may change only {', '.join(RESUMABLE)})"
+        )
+    return check(new)
+
+
+def _flat(d: dict, where: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{where}{k}.") if isinstance(v, dict) and v else {f"{where}{k}": v})
+    return out
 
 
 def check(cfg: dict) -> Config:
-    """Validate the shared keys and the fit of the parts; one line on the first problem."""
+    """Validate the shared keys, the space's (``from_config``) and the fit of the parts; one line on the first
+    problem."""
     validate(cfg)
     problems = misfits(cfg)
     if problems:
         raise ConfigError(problems[0])
-    return Config.wrap(cfg)
+    cfg = Config.wrap(cfg)
+    get_space_class(cfg.space).from_config(cfg)
+    return cfg
 
 
 def misfits(cfg: dict) -> list[str]:

@@ -60,7 +60,7 @@ def _overrides(args, scale: str | None) -> dict:
             out[k] = getattr(args, k)
     if scale:
         section = {f: getattr(args, f) for f in SCALE_FLAGS if getattr(args, f, None) is not None}
-        if getattr(args, "nodes", None):
+        if getattr(args, "nodes", None) is not None:
             section["nodes"] = args.nodes
         if section:
             out[scale] = section

@@ -119,7 +119,11 @@ class Config(dict):
 
 
 def merge(base: dict, update: dict, allow_new: bool = False, where: str = "") -> dict:
-    """Deep-merge ``update`` into a copy of ``base``; unknown keys are errors unless ``allow_new``."""
+    """Deep-merge ``update`` into a copy of ``base``; unknown keys are errors unless ``allow_new``.
+
+    A value must have its default's type (see ``_like``), so a wrong value is one line here,
+    not a traceback deep in a run; ``reg`` is open-ended (each regularizer checks its options).
+    """
     out = copy.deepcopy(base)
     for k, v in update.items():
         path = f"{where}{k}"
@@ -128,19 +132,55 @@ def merge(base: dict, update: dict, allow_new: bool = False, where: str = "") ->
         if isinstance(out.get(k), dict) and isinstance(v, dict):
             # regularizers are open-ended: a layer adds to the method's (weight 0 or false removes one)
             out[k] = merge(out[k], v, allow_new or path == "reg", path + ".")
+        elif k in out and not path.startswith("reg."):
+            out[k] = _like(out[k], copy.deepcopy(v), path)
         else:
-            out[k] = _like(out.get(k), copy.deepcopy(v), path)
+            out[k] = copy.deepcopy(v)
     return out
 
 
 def _like(default, value, path: str):
-    """Coerce a string to the default's number type: YAML 1.1 reads ``3e-4`` as a string."""
-    if isinstance(default, bool) or not isinstance(default, (int, float)) or not isinstance(value, str):
+    """``value`` checked against the default's type: a section takes a mapping, a bool a bool, a number a
+    number (an int key an int), a list of numbers as many numbers, a string a string; None only where the
+    default is None (the part's, or the shared one: ``_get``). A string of digits becomes the number:
+    YAML 1.1 reads ``3e-4`` as a string."""
+    if default is None or (value is None and _get(DEFAULTS, path) is None):
         return value
-    try:
-        return float(value) if isinstance(default, float) or not value.lstrip("-").isdigit() else int(value)
-    except ValueError:
-        raise ConfigError(f"{path} must be a number, got '{value}'") from None
+    if isinstance(default, dict):
+        raise ConfigError(f"{path} is a section: set its keys ({path}.KEY=VALUE), got {value!r}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        return _number(value, isinstance(default, float), path)
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise ConfigError(f"{path} must be a list of {len(default)} values like {list(default)}, got {value!r}")
+        return [_like(d, v, f"{path}[{i}]") for i, (d, v) in enumerate(zip(default, value))]
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{path} must be a string, got {value!r}")
+    return value
+
+
+def _get(d: dict, path: str):
+    """The value at a dotted ``path`` of ``d`` (None if absent): a key the shared defaults leave unset is
+    nullable, also after a preset set it (``--preset tiny --set subset=null``)."""
+    for key in path.split("."):
+        d = d.get(key) if isinstance(d, dict) else None
+    return d
+
+
+def _number(value, real: bool, path: str):
+    what = "a number" if real else "an integer"
+    if isinstance(value, str):
+        try:
+            value = float(value) if real or not value.lstrip("-").isdigit() else int(value)
+        except ValueError:
+            raise ConfigError(f"{path} must be {what}, got '{value}'") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (real or isinstance(value, int)):
+        raise ConfigError(f"{path} must be {what}, got {value!r}")
+    return float(value) if real else value
 
 
 def parse_set(items) -> dict:
@@ -198,8 +238,10 @@ def validate(cfg: dict):
         raise ConfigError(f"search.train_portion must be in (0, 1), got {s['train_portion']}")
     if s["nodes"] < 1:
         raise ConfigError(f"search.nodes must be >= 1, got {s['nodes']}")
-    if cfg["subset"] is not None and cfg["subset"] < 2:
-        raise ConfigError(f"subset must be at least 2 images, got {cfg['subset']}")
+    for key, low in (("subset", 2), ("image_size", 1)):  # None by default: merge cannot check their type
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
     if not isinstance(cfg["reg"], dict):
         raise ConfigError("reg must be a mapping of regularizer name to weight or options")
     if cfg.get("precision", "auto") not in PRECISIONS:

@@ -1,6 +1,15 @@
 """Image data sets (IDX, CIFAR pickles, image folders) and deterministic batch streams."""
 
-from .batches import Augment, BatchStream, eval_batches, split_indices
+from .batches import Augment, BatchStream, check_batch_size, eval_batches, split_indices
 from .dataset import DATASETS, ImageDataset, load_dataset
 
-__all__ = ["DATASETS", "Augment", "BatchStream", "ImageDataset", "eval_batches", "load_dataset", "split_indices"]
+__all__ = [
+    "DATASETS",
+    "Augment",
+    "BatchStream",
+    "ImageDataset",
+    "check_batch_size",
+    "eval_batches",
+    "load_dataset",
+    "split_indices",
+]

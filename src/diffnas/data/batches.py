@@ -88,6 +88,13 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+def check_batch_size(batch_size: int, key: str, **splits: int) -> None:
+    """A batch larger than a split it is drawn from would silently be a smaller batch (one per epoch)."""
+    for name, n in splits.items():
+        if batch_size > n:
+            raise DataError(f"{key} = {batch_size} is larger than the {name.replace('_', ' ')} ({n} images)")
+
+
 class BatchStream:
     """Deterministic, resumable stream of normalized (and optionally augmented) batches.
 

@@ -76,6 +76,8 @@ def load_dataset(
 
     reader = READERS[key]
     train_x, train_y, test_x, test_y, classes = reader.load(key, data_dir)
+    if subset is not None and subset > len(train_y):
+        raise DataError(f"{key}: subset {subset} is more than the {len(train_y)} training images there are")
     if subset is not None and subset < len(train_y):
         g = torch.Generator().manual_seed(int(seed))
         keep = torch.randperm(len(train_y), generator=g)[:subset].sort().values

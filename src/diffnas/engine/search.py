@@ -9,11 +9,12 @@ from tqdm import tqdm
 
 from ..catalog import build_method
 from ..config import Config
-from ..data import Augment, BatchStream, load_dataset, split_indices
+from ..data import Augment, BatchStream, check_batch_size, load_dataset, split_indices
 from ..runtime import distributed
-from ..runtime.rundir import RunDir, seed_everything
+from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, load_architecture, space_from_config
 from .loop import check_finite, evaluate_split, resolve_device, run_job
+from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl", "steps.jsonl", "genotypes.jsonl")
 
@@ -38,6 +39,7 @@ class SearchJob:
         data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
         self.data = data
         train_idx, val_idx = split_indices(len(data.train_y), s.train_portion, cfg.seed)
+        check_batch_size(s.batch_size, "search.batch_size", train_split=len(train_idx), val_split=len(val_idx))
         pad = s.crop_padding if s.crop_padding is not None else data.image_size // 8
         augment = Augment(crop_padding=pad, flip=data.flip, cutout=s.cutout)
         part = (distributed.rank(), distributed.world_size())
@@ -100,9 +102,11 @@ class SearchJob:
         return {"method": self.method.state_dict(), "train": self.train.state_dict(), "val": self.val.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.method.load_state_dict(state["method"])
-        self.train.load_state_dict(state["train"])
-        self.val.load_state_dict(state["val"])
+        """The checkpoint's state, with the learning rates and length of this (resumed) config."""
+        with fitting(self.run.file(CHECKPOINT)):
+            keep_config(self.method, lambda: self.method.load_state_dict(state["method"]))
+            self.train.load_state_dict(state["train"])
+            self.val.load_state_dict(state["val"])
 
 
 def search(cfg: Config, out, resume: bool = False, progress: bool = True, callbacks=None) -> SearchResult:

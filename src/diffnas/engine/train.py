@@ -11,11 +11,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from ..config import Config
-from ..data import Augment, BatchStream, load_dataset
+from ..data import Augment, BatchStream, check_batch_size, load_dataset
 from ..runtime import distributed
-from ..runtime.rundir import RunDir, seed_everything
+from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, get_space_class
 from .loop import check_finite, evaluate_split, resolve_device, run_job
+from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl",)
 
@@ -56,6 +57,7 @@ class TrainJob:
         seed_everything(cfg.seed)
         data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
         self.data = data
+        check_batch_size(t.batch_size, "train.batch_size", training_set=len(data.train_y))
         pad = t.crop_padding if t.crop_padding is not None else data.image_size // 8
         augment = Augment(crop_padding=pad, flip=data.flip, cutout=t.cutout)
         self.train = BatchStream(
@@ -143,10 +145,16 @@ class TrainJob:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
-        self.train.load_state_dict(state["train"])
+        """The checkpoint's state, with the learning rates and length of this (resumed) config."""
+
+        def load():
+            self.net.load_state_dict(state["net"])
+            self.opt.load_state_dict(state["opt"])
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
+
+        with fitting(self.run.file(CHECKPOINT)):
+            keep_config(self, load)
+            self.train.load_state_dict(state["train"])
 
 
 def train(

@@ -75,6 +75,24 @@ def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0 if launched() else True
 
 
+def parse_device(name: str) -> torch.device:
+    """The device ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) on this machine; a name torch does not know,
+    or a GPU this PyTorch cannot see, is one line here (the API checks before a run directory is written)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name}: this PyTorch sees no CUDA GPU (a CPU-only build, or no driver); use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
 def setup(device_name: str) -> torch.device:
     """The device of this process; under torchrun also joins the process group (once).
 
@@ -82,10 +100,7 @@ def setup(device_name: str) -> torch.device:
     ``cuda:N``) becomes ``cuda:LOCAL_RANK`` with NCCL; ``cpu`` uses Gloo.
     """
     global _device
-    if device_name == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(device_name)
+    device = parse_device(device_name)
     if not launched():
         return device
     if device.type == "cuda":

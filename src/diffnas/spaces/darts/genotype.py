@@ -43,11 +43,14 @@ class Genotype(Architecture):
         from .. import get_space  # the registry imports this module
 
         try:
-            space = get_space(d["space"], d["nodes"])
+            space = get_space(d["space"], _index(d["nodes"], "nodes", source, low=1))
             if not isinstance(space, DartsCellSpace):
                 raise GenotypeError(f"{source}: space {space.name} has no DARTS cells")
-            cells = {t: [(str(op), int(j)) for op, j in d[t]] for t in CELL_TYPES}
-            concat = {t: [int(i) for i in d.get(f"{t}_concat", range(2, 2 + space.nodes))] for t in CELL_TYPES}
+            cells = {t: [(str(op), _index(j, f"{t} input", source)) for op, j in d[t]] for t in CELL_TYPES}
+            concat = {
+                t: [_index(i, f"{t}_concat", source) for i in d.get(f"{t}_concat", range(2, 2 + space.nodes))]
+                for t in CELL_TYPES
+            }
         except GenotypeError:
             raise
         except Exception as e:  # missing keys, wrong types
@@ -94,6 +97,13 @@ class Genotype(Architecture):
             ]
             lines.append(f"{t:7s}: " + " | ".join(nodes))
         return "\n".join(lines)
+
+
+def _index(value, what: str, source: str, low: int = 0) -> int:
+    """A node count or index as written: ``1.5`` or ``"0"`` is a broken file, not the int it would round to."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise GenotypeError(f"{source}: {what} must be an integer >= {low}, got {value!r}")
+    return value
 
 
 def _ranked(values: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -25,6 +25,10 @@ DARTS_OPS = (
     "dil_conv_5x5",
 )
 
+# Reductions sit at layers // 3 and 2 * layers // 3 (``network.reduction_indices``): 1 or 2 cells are all
+# reduction cells, so a search would print a normal cell it never searched, and a retraining ignore it.
+MIN_LAYERS = 3
+
 IMAGE_DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder")
 
 # DARTS's evaluation protocol (the paper's CIFAR-10 retraining): the network a genotype is retrained as
@@ -72,6 +76,14 @@ class DartsCellSpace(SearchSpace):
 
     @classmethod
     def from_config(cls, cfg) -> DartsCellSpace:
+        """The space of ``cfg``; refuses a stack too shallow to have a normal cell (see ``MIN_LAYERS``)."""
+        for section in ("search", "train"):
+            layers = cfg.get(section, {}).get("layers", MIN_LAYERS)
+            if layers < MIN_LAYERS:
+                raise ConfigError(
+                    f"{section}.layers = {layers}: space {cls.name} needs at least {MIN_LAYERS} cells "
+                    "(with fewer, every cell is a reduction cell and the normal cell is never used)"
+                )
         return cls(nodes=cfg.search.nodes)
 
     def variant(self, **changes) -> DartsCellSpace:
