@@ -44,7 +44,7 @@ class PCDARTS(DARTS):
         """The edge betas and their per-node softmax, per cell type (the engine logs the alphas)."""
         out = super().epoch_record()
         relax = self.relax
-        if hasattr(relax, "betas"):
+        if "edge-betas" in relax.provides:  # under another relaxation there are no betas to log
             with torch.no_grad():
                 out["betas"] = {t: relax.betas[t].detach().clone() for t in self.space.cell_types}
                 out["edge_weights"] = {t: relax.edge_weights(t).detach() for t in self.space.cell_types}
