@@ -95,7 +95,7 @@ def test_resume_extends_a_run_and_takes_new_learning_rates(search_run, capsys):
     assert saved["search"]["epochs"] == 3 and saved["search"]["w_lr"] == 0.01
     # epoch 2 of a 3-epoch cosine schedule from the new rate down to the floor (0.001)
     assert records[2]["w_lr"] == pytest.approx(0.001 + (0.01 - 0.001) * (1 + math.cos(math.pi * 2 / 3)) / 2)
-    method = torch.load(search_run / "checkpoint.pt", weights_only=False)["job"]["method"]
+    method = torch.load(search_run / "checkpoint.pt", weights_only=True)["job"]["method"]
     assert method["w_lr_schedule"]["base_lrs"] == [0.01] and method["w_lr_schedule"]["T_max"] == 3
     assert [g["lr"] for g in method["a_opt"]["param_groups"]] == [1e-5]
 
@@ -103,7 +103,7 @@ def test_resume_extends_a_run_and_takes_new_learning_rates(search_run, capsys):
 def test_train_resume_takes_a_new_learning_rate(runs, tmp_path):
     shutil.copytree(runs / "train", tmp_path / "t")
     assert main(["train", "--resume", str(tmp_path / "t"), "--epochs", "2", "--set", "train.lr=0.005"]) == 0
-    state = torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=False)["job"]
+    state = torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=True)["job"]
     assert state["lr_schedule"]["base_lrs"] == [0.005] and state["lr_schedule"]["T_max"] == 2
     assert metrics(tmp_path / "t")[1]["lr"] == pytest.approx(0.005 / 2)  # cosine at 1 of 2 epochs, floor 0
 
