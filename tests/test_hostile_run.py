@@ -286,7 +286,7 @@ def _kill_harness(spec: dict) -> dict:
         if stage == "after":
             die()
 
-    def append(path, line):
+    def append(path, line, **kw):
         stage = event("append")
         if stage == "before":
             die()
@@ -294,7 +294,7 @@ def _kill_harness(spec: dict) -> dict:
             with open(path, "ab") as f:
                 f.write(line.encode()[: len(line) // 2])
             die()
-        orig_append(path, line)
+        orig_append(path, line, **kw)
         if stage == "after":
             die()
 

@@ -25,8 +25,10 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+
+from .config import deep_merge
 
 REFERENCE = "ref-darts"  # the plain re-implementation of the original DARTS step (--reference PATH)
 
@@ -125,7 +127,7 @@ class Probe:
         hooks = (
             self._torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
             if self.count_saved
-            else _nullcontext()
+            else nullcontext()
         )
         with hooks:
             self._sync()
@@ -231,11 +233,6 @@ def _median(xs):
     return statistics.median(xs) if xs else 0.0
 
 
-@contextmanager
-def _nullcontext():
-    yield
-
-
 def measure(
     method: str,
     space: str | None = None,
@@ -275,7 +272,7 @@ def measure(
     }
     if space:
         overrides["space"] = space
-    _merge(overrides, sets or {})
+    overrides = deep_merge(overrides, sets or {})
     cfg = resolve(method, overrides=overrides)
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
@@ -313,7 +310,7 @@ def measure(
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t, c = time.perf_counter(), time.process_time()
-        with probe.step() if timed else _nullcontext():
+        with probe.step() if timed else nullcontext():
             m.step(train, Val())
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -389,16 +386,6 @@ def _train_state(m) -> list:
                     if torch.is_tensor(v):
                         tensors[id(v)] = v
     return list(tensors.values())
-
-
-def _merge(into: dict, layer: dict) -> dict:
-    """Deep-merge ``layer`` into ``into`` (nested dicts merged key by key), in place; returns ``into``."""
-    for k, v in layer.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v if not isinstance(v, dict) else _merge({}, v)
-    return into
 
 
 def parse_methods(text: str) -> list[str]:
@@ -549,7 +536,7 @@ def run_bench(
         if name not in METHODS:
             skipped[label] = "not built yet (not in diffnas.methods)"
             continue
-        entries[label] = (name, _merge(_merge({}, spec["sets"]), own))
+        entries[label] = (name, deep_merge(spec["sets"], own))
     names = list(entries)
     if reference:
         if not Path(reference).is_file():

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from .config import DEFAULTS, PRESETS, Config, load_yaml, merge, migrate, validate
 from .errors import ConfigError
-from .methods import METHODS, build_method, get_method
+from .methods import METHODS, get_method
 from .regularizers import REGULARIZERS, get_regularizer
 from .relax import RELAXATIONS, get_relaxation
-from .schedules import build_schedule
 from .spaces import SPACES, get_space_class
 
 
@@ -42,10 +41,8 @@ def resolve(
     method_cls = get_method(_last(layers, None, "method") or DEFAULTS["method"])
     layers = [migrate(layer, method_cls.name) for layer in layers]
     paper = method_cls.paper_defaults()
-    space_cls = get_space_class(_last(layers, None, "space") or paper.get("space") or DEFAULTS["space"])
-    relax_cls = get_relaxation(
-        _last(layers, "search", "relaxation") or _nested(paper, "search", "relaxation") or method_cls.relaxation
-    )
+    space_cls = get_space_class(_last([paper, *layers], None, "space") or DEFAULTS["space"])
+    relax_cls = get_relaxation(_last([paper, *layers], "search", "relaxation") or method_cls.relaxation)
 
     cfg = merge(DEFAULTS, space_cls.defaults, allow_new=True)
     owned = {"relax": relax_cls.defaults()}
@@ -58,11 +55,6 @@ def resolve(
     cfg.update(method=method_cls.name, space=space_cls.name)
     cfg["search"]["relaxation"] = relax_cls.name
     return check(cfg)
-
-
-def _nested(d: dict, section: str, key: str):
-    node = d.get(section)
-    return node.get(key) if isinstance(node, dict) else None
 
 
 # What a resumed run may change: more epochs (to extend it), the device, and the learning rates and
@@ -202,4 +194,4 @@ def space_table() -> list[dict]:
     return rows
 
 
-__all__ = ["build_method", "build_schedule", "check", "method_table", "misfits", "reload", "resolve", "space_table"]
+__all__ = ["check", "method_table", "misfits", "reload", "resolve", "space_table"]

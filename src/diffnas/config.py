@@ -101,6 +101,29 @@ PRESETS: dict = {
 }
 
 
+def deep_merge(base: dict, update: dict) -> dict:
+    """A copy of ``base`` with ``update`` merged in, nested dicts key by key; no validation (see ``merge``)."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else copy.deepcopy(v)
+    return out
+
+
+DROP = "<dropped by a subclass>"  # an inherited option a subclass does not have
+
+
+def inherited(cls: type, attr: str) -> dict:
+    """The dict ``attr`` merged along ``cls``'s class hierarchy, base first: a subclass states only what it changes.
+
+    A subclass removes an inherited key by setting it to ``DROP``."""
+    out: dict = {}
+    for klass in reversed(cls.__mro__):
+        own = klass.__dict__.get(attr)
+        if isinstance(own, dict):
+            out = deep_merge(out, own)
+    return {k: v for k, v in out.items() if v is not DROP}
+
+
 class Config(dict):
     """A nested dict whose keys read as attributes: ``cfg.search.epochs``."""
 

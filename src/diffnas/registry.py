@@ -27,24 +27,3 @@ def named_subclasses(base: type) -> dict[str, type]:
             stack.append(sub)
     return found
 
-
-DROP = "<dropped by a subclass>"  # an inherited option a subclass does not have
-
-
-def inherited(cls: type, attr: str) -> dict:
-    """The dict ``attr`` merged along ``cls``'s class hierarchy, base first: a subclass states only what it changes.
-
-    A subclass removes an inherited key by setting it to ``DROP``."""
-    out: dict = {}
-    for klass in reversed(cls.__mro__):
-        own = klass.__dict__.get(attr)
-        if isinstance(own, dict):
-            out = _deep_merge(out, own)
-    return {k: v for k, v in out.items() if v is not DROP}
-
-
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
-    return out

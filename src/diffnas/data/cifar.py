@@ -10,7 +10,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import DataError
 from .common import Reader, as_dir, check_labels, reason
@@ -137,13 +136,7 @@ def load(name: str, data_dir):
             raise DataError(f"{name}: {meta} lists {len(classes)} class names, expected {n}")
     else:
         classes = list(_CIFAR10_CLASSES) if name == "cifar10" else [str(i) for i in range(n)]
-    return (
-        torch.from_numpy(train_x),
-        torch.from_numpy(train_y),
-        torch.from_numpy(test_x),
-        torch.from_numpy(test_y),
-        classes,
-    )
+    return train_x, train_y, test_x, test_y, classes
 
 
 READERS = {

@@ -21,7 +21,8 @@ from ..errors import DataError
 class Reader:
     """One named data set of a format module, as listed in that module's ``READERS``.
 
-    ``load(name, data_dir)`` returns ``(train_x, train_y, test_x, test_y, classes)``.
+    ``load(name, data_dir)`` returns ``(train_x, train_y, test_x, test_y, classes)``, the four as numpy
+    arrays (``load_dataset`` makes them tensors).
     """
 
     load: Callable

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -75,7 +76,8 @@ def load_dataset(
         raise DataError(f"{key}: image_size must be a positive number of pixels, got {image_size!r}")
 
     reader = READERS[key]
-    train_x, train_y, test_x, test_y, classes = reader.load(key, data_dir)
+    *arrays, classes = reader.load(key, data_dir)
+    train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
     if subset is not None and subset > len(train_y):
         raise DataError(f"{key}: subset {subset} is more than the {len(train_y)} training images there are")
     if subset is not None and subset < len(train_y):

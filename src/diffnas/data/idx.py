@@ -13,7 +13,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import DataError
 from .common import Reader, as_dir, check_labels, check_same_size, reason
@@ -106,13 +105,7 @@ def load(name: str, data_dir):
         splits.append((images[:, None], labels))
     (train_x, train_y), (test_x, test_y) = splits
     check_same_size(name, train_x, test_x, paths[0], paths[2])
-    return (
-        torch.from_numpy(train_x),
-        torch.from_numpy(train_y),
-        torch.from_numpy(test_x),
-        torch.from_numpy(test_y),
-        classes,
-    )
+    return train_x, train_y, test_x, test_y, classes
 
 
 READERS = {

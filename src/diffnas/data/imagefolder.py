@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import DataError
 from .common import Reader, as_dir, cache_dir, check_labels, reason
@@ -198,13 +197,7 @@ def load(name: str, data_dir):
         _save_cache(cache_file, arrays)
     check_labels(name, arrays["train_y"], len(classes), train_dir)
     check_labels(name, arrays["test_y"], len(classes), test_dir)
-    return (
-        torch.from_numpy(np.ascontiguousarray(arrays["train_x"])),
-        torch.from_numpy(arrays["train_y"]),
-        torch.from_numpy(np.ascontiguousarray(arrays["test_x"])),
-        torch.from_numpy(arrays["test_y"]),
-        classes,
-    )
+    return arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"], classes
 
 
 READERS = {

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..catalog import build_method
 from ..config import Config
 from ..data import Augment, BatchStream, check_batch_size, load_dataset, split_indices
+from ..methods import build_method
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, load_architecture, space_from_config

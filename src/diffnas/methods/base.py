@@ -21,7 +21,7 @@ import contextlib
 import torch
 import torch.nn as nn
 
-from ..registry import inherited
+from ..config import inherited
 from ..regularizers import build_regularizers
 from ..relax import build_relaxation
 from ..runtime.distributed import average_gradients

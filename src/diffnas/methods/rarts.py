@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..config import DROP
 from ..errors import ConfigError
-from ..registry import DROP
 from .base import SearchMethod, accuracy
 
 Params = Sequence[torch.Tensor]

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import inherited
 from ..errors import ConfigError
-from ..registry import inherited
 from ..spaces import Architecture, Mixing, SearchSpace
 
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..config import DROP
 from ..errors import ConfigError
-from ..registry import DROP
 from ..spaces import Mixing, SearchSpace
 from .base import Relaxation
 

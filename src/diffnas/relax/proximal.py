@@ -26,8 +26,8 @@ from contextlib import contextmanager
 
 import torch
 
+from ..config import DROP
 from ..errors import ConfigError
-from ..registry import DROP
 from ..spaces import Architecture, Mixing
 from .base import Relaxation
 

@@ -68,10 +68,12 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one line; a torn last line (a killed writer's) is ended first so it cannot swallow this one."""
+def append_line(path: Path, line: str, check_end: bool = True) -> None:
+    """Append one line; a torn last line (a killed writer's) is ended first so it cannot swallow this one.
+
+    ``check_end=False``: the caller knows the file ends with a complete line (no read)."""
     with open(path, "a+b") as f:
-        if f.tell() > 0:
+        if check_end and f.tell() > 0:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":
                 line = "\n" + line
@@ -146,6 +148,7 @@ class RunDir:
         self._tb = None
         self._tensorboard = tensorboard and write
         self._lock_fd: int | None = None
+        self._ended: set[str] = set()  # logs whose end this writer has checked for a torn line
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -215,9 +218,12 @@ class RunDir:
 
     # -- logs -------------------------------------------------------------------------------
     def append(self, name: str, record: dict) -> None:
+        """Append one record; only the first append of this writer looks for a torn last line (after
+        that, the file ends with this writer's own complete lines: no read per step)."""
         if not self.write:
             return
-        append_line(self.file(name), json.dumps(_jsonable(record)))
+        append_line(self.file(name), json.dumps(_jsonable(record)), check_end=name not in self._ended)
+        self._ended.add(name)
 
     def read_log(self, name: str) -> list[dict]:
         path = self.file(name)

@@ -84,13 +84,6 @@ class SweepResult:
     failed: list  # names of this sweep's failed trials
 
 
-def _deep_update(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def run_sweep(
     out,
     methods=None,
@@ -110,7 +103,7 @@ def run_sweep(
 ) -> SweepResult:
     """Run every trial of methods x grid points x seeds that is not finished yet; see the module doc."""
     from ..catalog import resolve
-    from ..config import parse_set
+    from ..config import deep_merge, parse_set
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if backend not in ("local", "ray"):
@@ -158,7 +151,7 @@ def run_sweep(
             skipped.append(t.name)
             continue
         try:  # a config error fails the trial here, without a process
-            resolve(t.method, preset, config, _deep_update(overrides, parse_set(t.sets())))
+            resolve(t.method, preset, config, deep_merge(overrides, parse_set(t.sets())))
         except DiffnasError as e:
             invalid.append(failed_record(info, str(e)))
             continue
