@@ -115,6 +115,11 @@ class BenchmarkTable:
         found = self.get(architecture) or {}
         return {PREFIX + m: found.get(m) for m in self.metrics}
 
+    def summary(self, architecture) -> dict:
+        """What a summary.json or result.json says: the table, and the metrics (None when it lacks them)."""
+        found = self.get(architecture) or {}
+        return {"benchmark": str(self.path), "lookup": {m: found.get(m) for m in self.metrics}}
+
 
 def _number(text: str, column: str, where: str) -> float:
     try:

@@ -33,6 +33,10 @@ class RandomArchitecture(SearchMethod):
         self.rng = random.Random(cfg.seed)
         self.relax.use(space.random_architecture(self.rng))
 
+    def epoch_end(self) -> None:
+        if self.trains:  # no learning-rate step without a weight step
+            super().epoch_end()
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), "rng": self.rng.getstate()}
 
