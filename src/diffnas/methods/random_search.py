@@ -33,6 +33,9 @@ class RandomArchitecture(SearchMethod):
         self.rng = random.Random(cfg.seed)
         self.relax.use(space.random_architecture(self.rng))
 
+    def updates(self, batch, val_batches, arch_due: bool) -> dict:
+        return {}  # nothing moves (the engine runs no steps for it)
+
     def epoch_end(self) -> None:
         if self.trains:  # no learning-rate step without a weight step
             super().epoch_end()
