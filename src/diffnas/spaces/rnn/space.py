@@ -147,7 +147,7 @@ class RNNSpace(SearchSpace):
     # CPU-sized runs (``subset``: the first N training tokens)
     presets = {
         "quick": {
-            "subset": 200_000,
+            "subset": 50_000,
             "search": {"epochs": 3, "batch_size": 32, "channels": 64, "eval_batch_size": 10},
             "train": {"epochs": 6, "batch_size": 32, "channels": 128, "test_batch_size": 10},
         },
