@@ -186,7 +186,7 @@ def summary_lines(search: SearchResult | None = None, train: TrainResult | None 
         rows += [
             "== search ==",
             str(search.genotype),
-            f"val acc (supernet) {search.val_acc:.4f} | {search.seconds / 60:.1f} min | "
+            f"val {search.metric} (supernet) {search.val_score:.4f} | {search.seconds / 60:.1f} min | "
             f"peak memory {search.peak_memory_mb:.0f} MB | {search.run_dir}",
         ]
         if search.lookup:
@@ -194,7 +194,8 @@ def summary_lines(search: SearchResult | None = None, train: TrainResult | None 
     if train is not None:
         rows += [
             "== retrain ==",
-            f"test acc {train.test_acc:.4f} | params {train.params_m:.3f} M | FLOPs {train.flops_m:.1f} M | "
+            " | ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in (train.scores or {}).items() if "loss" not in k)
+            + f" | params {train.params_m:.3f} M | FLOPs {train.flops_m:.1f} M | "
             f"{train.seconds / 60:.1f} min | peak memory {train.peak_memory_mb:.0f} MB | {train.run_dir}",
         ]
         if train.lookup:

@@ -29,12 +29,11 @@ def _last(layers: list[dict], section: str | None, key: str):
 def resolve(
     method: str | None = None, preset: str | None = None, file=None, overrides: dict | None = None
 ) -> Config:
-    """Shared defaults <- space <- method <- preset <- file <- overrides (flags, then --set); validated."""
+    """Shared defaults <- space <- method <- the space's protocol and its values for the method <- preset <- file
+    <- overrides (flags, then --set); validated."""
+    if preset and preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
     layers = [{"method": method} if method else {}]
-    if preset:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
-        layers.append(PRESETS[preset])
     if file:
         layers.append(load_yaml(file))
     layers.append(overrides or {})
@@ -42,6 +41,8 @@ def resolve(
     layers = [migrate(layer, method_cls.name) for layer in layers]
     paper = method_cls.paper_defaults()
     space_cls = get_space_class(_last([paper, *layers], None, "space") or DEFAULTS["space"])
+    if preset:  # a space's own preset of that name replaces the shared one (the shared ones are image-sized)
+        layers.insert(1, space_cls.presets.get(preset, PRESETS[preset]))
     relax_cls = get_relaxation(_last([paper, *layers], "search", "relaxation") or method_cls.relaxation)
 
     cfg = merge(DEFAULTS, space_cls.defaults, allow_new=True)
@@ -50,6 +51,9 @@ def resolve(
         owned[method_cls.name] = method_cls.option_defaults()
     cfg = merge(cfg, owned, allow_new=True)
     cfg = merge(cfg, paper, where="")  # a method's defaults may only set keys that exist
+    # the space's protocol over a method's paper values (set on other spaces), then the method's values for it
+    cfg = merge(cfg, space_cls.protocol)
+    cfg = merge(cfg, space_cls.method_defaults.get(method_cls.name, {}))
     for layer in layers:
         cfg = merge(cfg, layer)
     cfg.update(method=method_cls.name, space=space_cls.name)

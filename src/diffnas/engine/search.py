@@ -30,6 +30,8 @@ class SearchResult:
     seconds: float
     peak_memory_mb: float
     lookup: dict = field(default_factory=dict)  # the architecture's metrics in the benchmark table, if one was given
+    metric: str = "acc"  # the space's task's metric (acc, ppl) and its value on the val split
+    val_score: float = float("nan")
 
 
 class SearchJob:
@@ -39,6 +41,15 @@ class SearchJob:
         self.device = resolve_device(cfg.device)
         distributed.check_batch_size(s.batch_size, "search.batch_size")
         seed_everything(cfg.seed)
+        self.space = space_from_config(cfg)
+        in_channels, num_classes = self.load_data()
+        self.method = build_method(cfg, self.space, in_channels, num_classes, self.device)
+        # a method that trains nothing (random) has one epoch: the one that writes its architecture
+        self.epochs = s.epochs if self.method.trains else 1
+
+    def load_data(self) -> tuple[int, int]:
+        """The train and val batch streams; returns (input channels, classes) for the supernet."""
+        cfg, s = self.cfg, self.cfg.search
         data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
         self.data = data
         train_idx, val_idx = split_indices(len(data.train_y), s.train_portion, cfg.seed)
@@ -50,10 +61,21 @@ class SearchJob:
         self.train = BatchStream(data.train_x, data.train_y, train_idx, s.batch_size, seed=cfg.seed, **common)
         self.val = BatchStream(data.train_x, data.train_y, val_idx, s.batch_size, seed=cfg.seed + 1, **common)
         self.val_idx = val_idx
-        self.space = space_from_config(cfg)
-        self.method = build_method(cfg, self.space, data.in_channels, data.num_classes, self.device)
-        # a method that trains nothing (random) has one epoch: the one that writes its architecture
-        self.epochs = s.epochs if self.method.trains else 1
+        return data.in_channels, data.num_classes
+
+    def evaluate_val(self) -> dict:
+        """The supernet judged on the val split: ``val_loss``, ``val_<metric>``."""
+        x, y = self.data.train_x[self.val_idx], self.data.train_y[self.val_idx]
+        return evaluate_split(
+            self.method.evaluate,
+            x,
+            y,
+            4 * self.cfg.search.batch_size,
+            "val",
+            mean=self.data.mean,
+            std=self.data.std,
+            device=self.device,
+        )
 
     def run_epoch(self, epoch: int) -> dict:
         m = self.method
@@ -74,21 +96,7 @@ class SearchJob:
         lr = m.w_lr
         m.epoch_end()
         distributed.average_buffers(*m.modules())  # BN running statistics: the same on every rank
-        x, y = self.data.train_x[self.val_idx], self.data.train_y[self.val_idx]
-        evaluation = (
-            evaluate_split(
-                m.evaluate,
-                x,
-                y,
-                4 * self.cfg.search.batch_size,
-                "val",
-                mean=self.data.mean,
-                std=self.data.std,
-                device=self.device,
-            )
-            if m.trains
-            else {}  # nothing trained (random): no supernet to judge
-        )
+        evaluation = self.evaluate_val() if m.trains else {}  # nothing trained (random): no supernet to judge
         genotype = m.genotype()
         self.run.append("genotypes.jsonl", {"epoch": epoch, "genotype": genotype.to_dict()})
         if self.run.write:
@@ -143,8 +151,18 @@ def search(cfg: Config, out, resume: bool = False, progress: bool = True, callba
         genotype = load_architecture(run.file("genotype.json")) if saved else job.method.genotype()
         last = records[-1] if records else {}
         lookup = table.get(genotype) if table is not None else None
+        metric = job.space.task.metric
+        val_score = last.get(f"val_{metric}", float("nan"))
         result = SearchResult(
-            genotype, run.path, records, last.get("val_acc", float("nan")), seconds, peak, lookup or {}
+            genotype,
+            run.path,
+            records,
+            last.get("val_acc", float("nan")),
+            seconds,
+            peak,
+            lookup or {},
+            metric,
+            val_score,
         )
         run.write_json(
             "summary.json",
@@ -153,6 +171,8 @@ def search(cfg: Config, out, resume: bool = False, progress: bool = True, callba
                 "method": cfg.method,
                 "space": cfg.space,
                 "val_acc": result.val_acc,
+                "metric": metric,
+                f"val_{metric}": val_score,
                 "seconds": result.seconds,
                 "peak_memory_mb": result.peak_memory_mb,
                 "genotype": genotype.to_dict(),
@@ -163,6 +183,9 @@ def search(cfg: Config, out, resume: bool = False, progress: bool = True, callba
             table.lookup(genotype)  # the table lacks the found architecture: one line, after the run is saved
         return result
 
-    result = run_job(lambda run: SearchJob(cfg, run, progress, table), cfg, out, resume, callbacks, LOGS, finish)
+    job_class = SearchJob
+    if space_from_config(cfg).task.name == "language-model":
+        from .text import TextSearchJob as job_class
+    result = run_job(lambda run: job_class(cfg, run, progress, table), cfg, out, resume, callbacks, LOGS, finish)
     distributed.barrier()  # every rank sees rank 0's finished run directory before going on
     return result

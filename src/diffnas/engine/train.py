@@ -32,6 +32,8 @@ class TrainResult:
     seconds: float
     peak_memory_mb: float
     lookup: dict = field(default_factory=dict)  # the architecture's metrics in the benchmark table, if one was given
+    metric: str = "acc"  # the space's task's metric; its final values under ``scores`` (test_<metric>, ...)
+    scores: dict | None = None
 
 
 def count_params_m(net: nn.Module) -> float:
@@ -169,22 +171,35 @@ def train(
     table = BenchmarkTable.from_config(cfg)
     lookup = table.lookup(genotype) if table is not None else {}
 
-    def make_job(run: RunDir) -> TrainJob:
+    text = get_space_class(genotype.space).task.name == "language-model"
+
+    def make_job(run: RunDir):
         if run.write:
             genotype.save(run.file("genotype.json"))
+        if text:
+            from .text import TextTrainJob
+
+            return TextTrainJob(cfg, genotype, run, progress)
         return TrainJob(cfg, genotype, run, progress)
 
     def finish(job, run, records, seconds, peak) -> TrainResult:
-        test_acc = records[-1]["test_acc"] if records else job.test()["test_acc"]
+        if text:  # the best weights' validation and test perplexity; no image, no FLOPs per image
+            scores, flops = job.final_scores(), float("nan")
+        else:
+            scores = {"test_acc": records[-1]["test_acc"] if records else job.test()["test_acc"]}
+            flops = count_flops_m(job.net, job.data.in_channels, job.data.image_size)
+        metric = job.task.metric
         result = TrainResult(
             genotype,
             run.path,
-            test_acc,
+            scores.get("test_acc", float("nan")),
             count_params_m(job.net),
-            count_flops_m(job.net, job.data.in_channels, job.data.image_size),
+            flops,
             seconds,
             peak,
             lookup,
+            metric,
+            scores,
         )
         run.write_json(
             "result.json",
@@ -192,6 +207,8 @@ def train(
                 "kind": "train",
                 "space": genotype.space,
                 "test_acc": result.test_acc,
+                "metric": metric,
+                **scores,
                 "params_m": result.params_m,
                 "flops_m": result.flops_m,
                 "seconds": result.seconds,

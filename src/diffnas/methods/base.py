@@ -111,11 +111,28 @@ class SearchMethod:
         if self.input_shape is None:
             self.input_shape = tuple(batch[0].shape[1:])
         self.relax.step_start()
-        record = self.updates(batch, val_batches, self.schedule.arch_step_due(self))
+        with self.scaled_lr(getattr(batch, "lr_scale", 1.0)):
+            record = self.updates(batch, val_batches, self.schedule.arch_step_due(self))
         self.step_in_epoch += 1
         self.schedule.after_weight_step(self)
         record.update(self.relax.record(), **self.schedule.record())
         return record
+
+    @contextlib.contextmanager
+    def scaled_lr(self, scale: float):
+        """The weight learning rate times ``scale`` for one step (a text window's length / bptt, as the
+        reference scales it); the schedule's value afterwards."""
+        if scale == 1.0:
+            yield
+            return
+        base = [g["lr"] for g in self.w_opt.param_groups]
+        for g, lr in zip(self.w_opt.param_groups, base):
+            g["lr"] = lr * scale
+        try:
+            yield
+        finally:
+            for g, lr in zip(self.w_opt.param_groups, base):
+                g["lr"] = lr
 
     def updates(self, batch, val_batches, arch_due: bool) -> dict:
         """DARTS's order: the architecture on a val batch (when due), then the weights on the train batch."""
@@ -154,9 +171,8 @@ class SearchMethod:
 
     # -- parts methods combine -------------------------------------------------------------
     def loss(self, batch, net=None) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch
-        logits = (net or self.net)(x)
-        return self.space.task.loss(logits, y), logits
+        """(loss, output) of ``batch``: the space's task says how a batch meets the network."""
+        return self.space.task.batch_loss(net or self.net, batch)
 
     def regularization(self) -> torch.Tensor | float:
         return sum((r.penalty(self) for r in self.regularizers), 0.0)

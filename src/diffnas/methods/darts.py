@@ -21,7 +21,8 @@ class DARTS2(DARTS):
     name = "darts2"
     help = "DARTS, second order: unrolled weight step, finite-difference Hessian-vector product"
     # R = hvp_epsilon / ||v|| as in the DARTS code; smaller values are more exact in float64
-    options = {"hvp_epsilon": 0.01}
+    # clip_virtual: clip the virtual step's gradient at search.grad_clip (the reference's recurrent architect does)
+    options = {"hvp_epsilon": 0.01, "clip_virtual": False}
 
     def arch_step(self, val_batch, train_batch) -> dict:
         # float32 whatever the run's precision: R * v is far below a bf16 step of the weights, so the
@@ -39,7 +40,7 @@ class DARTS2(DARTS):
     def unrolled_arch_grads(self, train_batch, val_batch):
         """grad_alpha L_val(w', alpha) - eta * [grad^2_{alpha,w} L_train(w, alpha)] grad_w' L_val(w', alpha),
 
-        w' = w - eta * (mu * momentum + grad_w L_train(w, alpha) + wd * w); the
+        w' = w - eta * (mu * momentum + grad_w L_train(w, alpha) + wd * w) (grad clipped if ``clip_virtual``); the
         Hessian-vector product by central finite differences at w +- R v, R = epsilon / ||v||.
         """
         s = self.cfg.search
@@ -51,6 +52,9 @@ class DARTS2(DARTS):
         loss_t, _ = self.loss(train_batch)
         # averaged over the ranks of a multi-process run (no-op otherwise): every rank takes the same virtual step
         g_t = average_gradients(params, torch.autograd.grad(loss_t, params, allow_unused=True))
+        if self.opts.clip_virtual and s.grad_clip:
+            norm = torch.sqrt(sum((g * g).sum() for g in g_t if g is not None))
+            g_t = [None if g is None else g * (s.grad_clip / (norm + 1e-6)).clamp(max=1.0) for g in g_t]
         with torch.no_grad():
             for p, g in zip(params, g_t):
                 buf = self.w_opt.state.get(p, {}).get("momentum_buffer")

@@ -107,6 +107,9 @@ class SearchSpace:
     architecture: type[Architecture] = Architecture
     defaults: dict = {}  # config keys this space sets: its retraining protocol (``train``) at least
     cell_types: tuple = ()  # the groups of architecture parameters (one alpha matrix each)
+    protocol: dict = {}  # config keys of this space no method's paper values (from other spaces) may change
+    method_defaults: dict = {}  # method name -> a paper's values of config keys for that method on this space
+    presets: dict = {}  # preset name -> the space's own version of a shared preset (``config.PRESETS``)
 
     @classmethod
     def from_config(cls, cfg) -> SearchSpace:

@@ -6,6 +6,8 @@ the val split) and the retraining (the derived network on the test split) both c
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -15,6 +17,17 @@ class Classification:
 
     name = "classification"
     metric = "acc"
+    higher_is_better = True  # the direction of ``metric``: which of two runs (or checkpoints) is better
+
+    def batch_loss(self, net: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, network output) of one training batch: the one place a method's loss meets the network."""
+        x, y = batch
+        logits = net(x)
+        return self.loss(logits, y), logits
+
+    def summarize(self, means: dict, prefix: str) -> dict:
+        """Per-sample means ``{"<prefix>_loss", "<prefix>_<metric>"}`` -> what a record reports."""
+        return means
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y)
@@ -38,4 +51,50 @@ class Classification:
         return {"loss": loss, "acc": correct, "n": total}
 
 
+class LanguageModelling:
+    """Next-word prediction on contiguous text: cross-entropy per token, judged by perplexity (lower is better).
+
+    The network is ``net(x, hidden) -> (logits, hidden at the end, activation penalty)``; a batch is a
+    window of a text stream (``diffnas.data.text.TextBatch``) that carries its starting state and takes
+    back the state at its end, so consecutive windows continue one another (truncated BPTT).
+    """
+
+    name = "language-model"
+    metric = "ppl"
+    higher_is_better = False
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    def score(self, logits: torch.Tensor, y: torch.Tensor) -> float:
+        return math.exp(self.loss(logits, y).item())
+
+    def batch_loss(self, net: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the window, plus the AR/TAR penalty on training windows (the reference's weight loss)."""
+        logits, hidden, penalty = net(batch.x, batch.hidden)
+        batch.carry(hidden)
+        loss = self.loss(logits, batch.y)
+        if batch.regularize:
+            loss = loss + penalty
+        return loss, logits
+
+    @torch.no_grad()
+    def evaluate(self, net: torch.nn.Module, batches) -> dict:
+        """Sums over consecutive windows, the state carried from each to the next: ``{"loss", "n": tokens}``."""
+        was_training = net.training
+        net.eval()
+        loss, n, hidden = 0.0, 0, None
+        for x, y in batches:
+            logits, hidden, _ = net(x, hidden)
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+            n += y.numel()
+        net.train(was_training)
+        return {"loss": loss, "n": n}
+
+    def summarize(self, means: dict, prefix: str) -> dict:
+        """Perplexity = exp(mean loss per token): it is not a mean of per-token values."""
+        return {**means, f"{prefix}_ppl": math.exp(min(means[f"{prefix}_loss"], 700.0))}
+
+
 CLASSIFICATION = Classification()
+LANGUAGE_MODEL = LanguageModelling()

@@ -52,13 +52,21 @@ def op_colors(ops) -> dict:
     return colors
 
 
+def import_graphviz():
+    try:
+        import graphviz
+    except ImportError:
+        raise DiffnasError("the 'graphviz' Python package is needed to draw cells: pip install graphviz") from None
+    return graphviz
+
+
 def _state_name(j: int) -> str:
     return {0: "c_{k-2}", 1: "c_{k-1}"}.get(j, str(j - 2))
 
 
 def cell_graph(genotype, cell_type: str):
     """The ``graphviz.Digraph`` of one cell of ``genotype``."""
-    import graphviz
+    graphviz = import_graphviz()
 
     edges = genotype.cells[cell_type]
     nodes = genotype.nodes
@@ -117,14 +125,15 @@ def draw_genotype(genotype, out_dir, stem: str = "genotype") -> list[Path]:
 
     if not isinstance(genotype, Genotype):
         genotype = Genotype.load(genotype)
-    try:
-        import graphviz
-    except ImportError:
-        raise DiffnasError("the 'graphviz' Python package is needed to draw cells: pip install graphviz") from None
+    return render_graphs({t: cell_graph(genotype, t) for t in CELL_TYPES}, out_dir, stem)
+
+
+def render_graphs(graphs: dict, out_dir, stem: str) -> list[Path]:
+    """Write ``{stem}_{name}.dot``, ``.png`` and ``.svg`` for each ``graphviz`` graph; the paths written."""
+    graphviz = import_graphviz()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    graphs = {t: cell_graph(genotype, t) for t in CELL_TYPES}
     written = []
     for t, g in graphs.items():  # sources first, so they exist even if rendering fails
         src = out_dir / f"{stem}_{t}.dot"
