@@ -82,9 +82,11 @@ class RandomSearchWS(RandomArchitecture):
             arch = self.space.random_architecture(self.rng)
             self.relax.use(arch)
             sums = task.evaluate(self.net, batches)
-            value, n = sum_values([sums[task.metric], sums["n"]])  # a multi-process run: every rank's part
-            scored.append((value / max(n, 1), arch))
-        best = max(scored, key=lambda s: s[0])[1]  # max keeps the first of equals
+            loss, correct, n = sum_values([sums["loss"], sums.get(task.metric, 0.0), sums["n"]])  # every rank's part
+            means = {"val_loss": loss / max(n, 1), f"val_{task.metric}": correct / max(n, 1)}
+            scored.append((task.summarize(means, "val")[f"val_{task.metric}"], arch))
+        sign = 1 if task.higher_is_better else -1
+        best = max(scored, key=lambda s: sign * s[0])[1]  # max keeps the first of equals
         self.relax.use(best)
         return [{"architecture": str(a), f"val_{task.metric}": v} for v, a in scored]
 
@@ -92,4 +94,5 @@ class RandomSearchWS(RandomArchitecture):
         if not self.ranked:
             return {}
         key = f"val_{self.space.task.metric}"
-        return {f"ranked_best_{key}": max(r[key] for r in self.ranked), "ranked": self.ranked}
+        best = max if self.space.task.higher_is_better else min
+        return {f"ranked_best_{key}": best(r[key] for r in self.ranked), "ranked": self.ranked}
