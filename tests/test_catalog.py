@@ -109,6 +109,8 @@ GOLDEN = {
         "search.a_lr": 3e-4,
         "search.w_lr": 0.025,
     },
+    "random": {"search.relaxation": "single-path"},
+    "rsws": {**DARTS_SEARCH, "search.relaxation": "single-path", "rsws.samples": 100, "rsws.eval_batches": 1},
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import zipfile
 from pathlib import Path
 
@@ -193,13 +194,23 @@ def _tiny(tmp_path, **extra):
 
 
 @pytest.mark.parametrize(
-    "method", ["darts", "darts2", "darts-prime", "nasp", "darts-cd", "max-alpha", "rarts", "milenas"]
+    "method", ["darts", "darts2", "darts-prime", "nasp", "darts-cd", "max-alpha", "rarts", "milenas", "rsws"]
 )
 def test_every_method_searches_a_cell(tmp_path, method):
     r = api.search(out=tmp_path / "s", method=method, **_tiny(tmp_path))
     assert r.metric == "ppl" and 1 < r.val_score < 100  # finite: one tiny epoch at lr 20 need not learn yet
     assert len(r.genotype.recurrent) == 3
     assert load_architecture(tmp_path / "s") == r.genotype
+
+
+def test_random_cells_are_seeded_and_follow_the_rule(tmp_path):
+    space = get_space("darts-rnn")
+    a, b = (space.random_architecture(random.Random(7)) for _ in range(2))
+    assert a == b and a != space.random_architecture(random.Random(8))
+    assert all(op != "none" and 0 <= j <= node for node, (op, j) in enumerate(a.recurrent))
+    assert space.from_masks(space.to_masks(a)) == a
+    r = api.search(out=tmp_path / "r", method="random", seed=3, **_tiny(tmp_path))
+    assert r.genotype == type(space)(nodes=3).random_architecture(random.Random(3))  # the tiny preset's 3 nodes
 
 
 def test_method_defaults_for_this_space():

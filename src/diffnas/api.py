@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .catalog import method_table, reload, resolve, space_table
 from .config import Config, load_yaml, merge
+from .data.benchmark import BenchmarkTable, convert
 from .engine.search import SearchResult
 from .engine.search import search as _search
 from .engine.train import TrainResult
@@ -164,12 +165,17 @@ def _train_overrides(search_dir) -> dict:
     return {k: saved[k] for k in keys if k in saved}
 
 
-def show(target) -> list[str]:
-    """Print-ready lines for a genotype or run directory; draws its cells (and weights plots) beside it."""
+def show(target, benchmark=None, arch_column: str = "arch", metrics=None) -> list[str]:
+    """Print-ready lines for a genotype or run directory; draws its cells (and weights plots) beside it.
+
+    ``benchmark``: a benchmark table (CSV) to look the architecture up in (its ``arch_column`` and ``metrics``)."""
     path = Path(target)
     genotype = load_architecture(path)
     folder = path if path.is_dir() else path.parent
     lines = [str(genotype)]
+    if benchmark:
+        table = BenchmarkTable.load(benchmark, arch_column, metrics)
+        lines.append(_lookup_line(table.lookup(genotype), table.path))
     lines += [f"wrote {p}" for p in draw(folder, genotype)]
     return lines
 
@@ -183,6 +189,8 @@ def summary_lines(search: SearchResult | None = None, train: TrainResult | None 
             f"val {search.metric} (supernet) {search.val_score:.4f} | {search.seconds / 60:.1f} min | "
             f"peak memory {search.peak_memory_mb:.0f} MB | {search.run_dir}",
         ]
+        if search.lookup:
+            rows.append(_lookup_line(search.lookup))
     if train is not None:
         rows += [
             "== retrain ==",
@@ -190,4 +198,17 @@ def summary_lines(search: SearchResult | None = None, train: TrainResult | None 
             + f" | params {train.params_m:.3f} M | FLOPs {train.flops_m:.1f} M | "
             f"{train.seconds / 60:.1f} min | peak memory {train.peak_memory_mb:.0f} MB | {train.run_dir}",
         ]
+        if train.lookup:
+            rows.append(_lookup_line(train.lookup))
     return "\n".join(rows)
+
+
+def _lookup_line(lookup: dict, path=None) -> str:
+    where = f" ({path})" if path else ""
+    return f"benchmark look-up{where}: " + ", ".join(f"{k} {v:g}" for k, v in lookup.items())
+
+
+def convert_benchmark(source, out, api: str = "nats", hp: str = "200", log=None) -> int:
+    """A benchmark table (CSV) from the official NATS-Bench / NAS-Bench-201 files; see ``diffnas.data.benchmark``."""
+    with _writing(out):
+        return convert(source, out, api=api, hp=hp, log=log)

@@ -27,6 +27,7 @@ def _add_common(p: argparse.ArgumentParser, scale: str | None):
     p.add_argument("--preset", choices=sorted(PRESETS), help="a named set of small settings")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--benchmark", metavar="CSV", help="look architectures up in this table (benchmark.file)")
     if scale:
         for flag in SCALE_FLAGS:
             p.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag, help=f"{scale}.{flag}")
@@ -55,6 +56,8 @@ def _overrides(args, scale: str | None) -> dict:
     keys = ("dataset", "data_dir", "subset", "image_size", "seed", "device", "precision")
     top = {k: getattr(args, k, None) for k in keys}
     out: dict = {k: v for k, v in top.items() if v is not None}
+    if getattr(args, "benchmark", None):
+        out["benchmark"] = {"file": args.benchmark}
     for k in ("method", "space"):
         if getattr(args, k, None):
             out[k] = getattr(args, k)
@@ -123,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="print a genotype and draw its cells (and the architecture weights of a run)")
     p.add_argument("target", help="a run directory or a genotype.json")
+    p.add_argument("--benchmark", metavar="CSV", help="look the architecture up in this table")
+    p.add_argument("--arch-column", default="arch", help="the table's column of architecture strings")
+    p.add_argument("--metrics", help="comma-separated metric columns (default: all the others)")
+
+    p = sub.add_parser(
+        "benchmark-convert", help="a benchmark table (CSV) from the NATS-Bench / NAS-Bench-201 files (extra nb201)"
+    )
+    p.add_argument("source", help="NATS-Bench topology files (nats) or NAS-Bench-201's .pth (nb201)")
+    p.add_argument("--out", required=True, help="the CSV to write")
+    p.add_argument("--api", choices=("nats", "nb201"), default="nats", help="nats: nats_bench; nb201: nas_201_api")
+    p.add_argument("--hp", default="200", help="the benchmark's training length whose results to take")
 
     p = sub.add_parser("bench", help="time and memory of one search step per method, against darts")
     p.add_argument(
@@ -189,8 +203,14 @@ def _dispatch(args, parser) -> int:
             print(f"{'':14s}   regularizers {', '.join(sp['regularizers'])}")
         return 0
     if args.command == "show":
-        for line in api.show(args.target):
+        for line in api.show(args.target, args.benchmark, args.arch_column, args.metrics):
             print(line)
+        return 0
+    if args.command == "benchmark-convert":
+        n = api.convert_benchmark(
+            args.source, args.out, api=args.api, hp=args.hp, log=lambda line: print(line, file=sys.stderr)
+        )
+        print(f"wrote {n} architectures to {args.out}")
         return 0
 
     if args.command == "bench":

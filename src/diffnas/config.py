@@ -51,6 +51,12 @@ DEFAULTS: dict = {
         "cutout": 0,
     },
     "reg": {},  # regularizer name -> weight or options, e.g. {"size": 0.01}
+    # a table of trained accuracies to look architectures up in (``diffnas.data.benchmark``)
+    "benchmark": {
+        "file": None,  # CSV; None: no look-up
+        "arch_column": "arch",  # the column of architecture strings
+        "metrics": None,  # metric columns (list); None: every other column; the first is the one tables show
+    },
 }
 
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..config import Config
 from ..data import Augment, BatchStream, check_batch_size, load_dataset, split_indices
+from ..data.benchmark import BenchmarkTable
 from ..methods import build_method
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
@@ -27,13 +29,14 @@ class SearchResult:
     val_acc: float
     seconds: float
     peak_memory_mb: float
+    lookup: dict = field(default_factory=dict)  # the architecture's metrics in the benchmark table, if one was given
     metric: str = "acc"  # the space's task's metric (acc, ppl) and its value on the val split
     val_score: float = float("nan")
 
 
 class SearchJob:
-    def __init__(self, cfg: Config, run: RunDir, progress: bool = True):
-        self.cfg, self.run, self.progress = cfg, run, progress
+    def __init__(self, cfg: Config, run: RunDir, progress: bool = True, table: BenchmarkTable | None = None):
+        self.cfg, self.run, self.progress, self.table = cfg, run, progress, table
         s = cfg.search
         self.device = resolve_device(cfg.device)
         distributed.check_batch_size(s.batch_size, "search.batch_size")
@@ -41,7 +44,8 @@ class SearchJob:
         self.space = space_from_config(cfg)
         in_channels, num_classes = self.load_data()
         self.method = build_method(cfg, self.space, in_channels, num_classes, self.device)
-        self.epochs = s.epochs
+        # a method that trains nothing (random) has one epoch: the one that writes its architecture
+        self.epochs = s.epochs if self.method.trains else 1
 
     def load_data(self) -> tuple[int, int]:
         """The train and val batch streams; returns (input channels, classes) for the supernet."""
@@ -75,7 +79,7 @@ class SearchJob:
 
     def run_epoch(self, epoch: int) -> dict:
         m = self.method
-        steps = self.train.steps_per_epoch
+        steps = self.train.steps_per_epoch if m.trains else 0
         m.epoch_start(epoch, steps)
         sums: dict = {}
         show = self.progress and distributed.is_main()
@@ -92,11 +96,12 @@ class SearchJob:
         lr = m.w_lr
         m.epoch_end()
         distributed.average_buffers(*m.modules())  # BN running statistics: the same on every rank
-        evaluation = self.evaluate_val()
+        evaluation = self.evaluate_val() if m.trains else {}  # nothing trained (random): no supernet to judge
         genotype = m.genotype()
         self.run.append("genotypes.jsonl", {"epoch": epoch, "genotype": genotype.to_dict()})
         if self.run.write:
             genotype.save(self.run.file("genotype.json"))
+        lookup = self.lookup(genotype, epoch)
         means = {f"train_{k}" if k in ("loss", "acc") else k: sum(v) / len(v) for k, v in sums.items()}
         return {
             **means,
@@ -104,11 +109,22 @@ class SearchJob:
             "w_lr": lr,
             "arch_steps": m.arch_steps,
             "genotype": str(genotype),
+            **lookup,
             "ops": {t: list(self.space.ops[t]) for t in self.space.cell_types},
             "arch_weights": dict(m.relax.genotype_weights()),
             "alphas": {t: a.detach() for t, a in m.relax.alphas.items()},
             **m.epoch_record(),
         }
+
+    def lookup(self, genotype, epoch: int) -> dict:
+        """The epoch's architecture in the benchmark table (``lookup_<metric>``); a miss is logged as None with a
+        warning, not an error: one architecture the table lacks should not end a long search (the final one does)."""
+        if self.table is None:
+            return {}
+        record = self.table.record(genotype)
+        if self.table.get(genotype) is None and distributed.is_main():
+            print(f"diffnas: warning: {self.table.path}: epoch {epoch}'s architecture is not in it", file=sys.stderr)
+        return record
 
     def state_dict(self) -> dict:
         return {"method": self.method.state_dict(), "train": self.train.state_dict(), "val": self.val.state_dict()}
@@ -122,16 +138,31 @@ class SearchJob:
 
 
 def search(cfg: Config, out, resume: bool = False, progress: bool = True, callbacks=None) -> SearchResult:
-    """Run (or resume) a search; writes the run directory and returns the final architecture."""
+    """Run (or resume) a search; writes the run directory and returns the final architecture.
+
+    With a benchmark table (``cfg.benchmark.file``, checked before anything is written) every epoch's
+    architecture is looked up and logged; the final one goes into the summary, and if the table lacks it the
+    search ends with that error after writing everything.
+    """
+    table = BenchmarkTable.from_config(cfg)
 
     def finish(job, run, records, seconds, peak) -> SearchResult:
         saved = run.write and run.file("genotype.json").is_file()
         genotype = load_architecture(run.file("genotype.json")) if saved else job.method.genotype()
         last = records[-1] if records else {}
+        lookup = table.get(genotype) if table is not None else None
         metric = job.space.task.metric
         val_score = last.get(f"val_{metric}", float("nan"))
         result = SearchResult(
-            genotype, run.path, records, last.get("val_acc", float("nan")), seconds, peak, metric, val_score
+            genotype,
+            run.path,
+            records,
+            last.get("val_acc", float("nan")),
+            seconds,
+            peak,
+            lookup or {},
+            metric,
+            val_score,
         )
         run.write_json(
             "summary.json",
@@ -145,13 +176,16 @@ def search(cfg: Config, out, resume: bool = False, progress: bool = True, callba
                 "seconds": result.seconds,
                 "peak_memory_mb": result.peak_memory_mb,
                 "genotype": genotype.to_dict(),
+                **(table.summary(genotype) if table is not None else {}),
             },
         )
+        if table is not None:
+            table.lookup(genotype)  # the table lacks the found architecture: one line, after the run is saved
         return result
 
     job_class = SearchJob
     if space_from_config(cfg).task.name == "language-model":
         from .text import TextSearchJob as job_class
-    result = run_job(lambda run: job_class(cfg, run, progress), cfg, out, resume, callbacks, LOGS, finish)
+    result = run_job(lambda run: job_class(cfg, run, progress, table), cfg, out, resume, callbacks, LOGS, finish)
     distributed.barrier()  # every rank sees rank 0's finished run directory before going on
     return result

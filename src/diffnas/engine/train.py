@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..data import Augment, BatchStream, check_batch_size, load_dataset
+from ..data.benchmark import BenchmarkTable
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, get_space_class
@@ -30,6 +31,7 @@ class TrainResult:
     flops_m: float
     seconds: float
     peak_memory_mb: float
+    lookup: dict = field(default_factory=dict)  # the architecture's metrics in the benchmark table, if one was given
     metric: str = "acc"  # the space's task's metric; its final values under ``scores`` (test_<metric>, ...)
     scores: dict | None = None
 
@@ -162,7 +164,12 @@ class TrainJob:
 def train(
     cfg: Config, genotype: Architecture, out, resume: bool = False, progress: bool = True, callbacks=None
 ) -> TrainResult:
-    """Retrain ``genotype`` from scratch (or resume); writes the run directory and returns test accuracy."""
+    """Retrain ``genotype`` from scratch (or resume); writes the run directory and returns test accuracy.
+
+    With a benchmark table (``cfg.benchmark.file``) the architecture's metrics in it go into result.json
+    beside the measured ones; a table that lacks it is an error before anything runs."""
+    table = BenchmarkTable.from_config(cfg)
+    lookup = table.lookup(genotype) if table is not None else {}
 
     text = get_space_class(genotype.space).task.name == "language-model"
 
@@ -190,6 +197,7 @@ def train(
             flops,
             seconds,
             peak,
+            lookup,
             metric,
             scores,
         )
@@ -206,6 +214,7 @@ def train(
                 "seconds": result.seconds,
                 "peak_memory_mb": result.peak_memory_mb,
                 "genotype": genotype.to_dict(),
+                **(table.summary(genotype) if table is not None else {}),
             },
         )
         return result

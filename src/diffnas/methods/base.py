@@ -52,6 +52,7 @@ class SearchMethod:
     relaxation = "softmax"  # the relaxation it uses unless told otherwise
     requires: frozenset = frozenset()  # relaxation capabilities it needs (see Relaxation.provides)
     data_keys = ("loss", "acc", "arch_loss", "arch_acc")  # per-step numbers measured on data (averaged over ranks)
+    trains = True  # False: the engine runs no steps (a method whose architecture is fixed when built: random)
 
     def __init__(self, cfg, space, in_channels: int, num_classes: int, device):
         s = cfg.search

@@ -15,6 +15,7 @@ compares them and says in one line what does not fit.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ CAPABILITIES = {
     "edge-shapes": "the supernet tells the input shape of every edge's ops (latency tables)",
     "op-params": "the parameter count of every candidate op (model-size penalties)",
     "projection": "a discrete projection of architecture weights onto valid architectures",
+    "random-architectures": "uniformly random architectures and their op masks (random search: random, rsws)",
 }
 
 
@@ -131,6 +133,17 @@ class SearchSpace:
     def build_network(self, architecture: Architecture, cfg, in_channels: int, num_classes: int) -> nn.Module:
         """The network ``architecture`` is retrained as, at ``cfg.train``'s scale."""
         raise NotImplementedError
+
+    # -- random search (capability ``random-architectures``) ---------------------------------
+    def random_architecture(self, rng: random.Random) -> Architecture:
+        """A uniformly random architecture: every architecture the space's rule can produce is equally likely
+        (each subclass states what that means in its terms), drawn only from ``rng`` so a seed fixes it."""
+        raise NotImplementedError(f"space {self.name} draws no random architectures")
+
+    def to_masks(self, architecture: Architecture) -> dict:
+        """{cell type: binary [E, O] mask}: the ops ``architecture`` computes on each edge of the supernet, so
+        the supernet can run it alone (single path). The inverse of ``from_masks`` where a space has both."""
+        raise NotImplementedError(f"space {self.name} cannot run one architecture in its supernet")
 
     def parse(self, d: dict, source: str = "genotype") -> Architecture:
         return self.architecture.from_dict(d, source)

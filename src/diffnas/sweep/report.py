@@ -52,17 +52,24 @@ def write_records(out, records: list[dict]) -> None:
     tmp = out / f".{TRIALS}.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     os.replace(tmp, out / TRIALS)
-    fields = CSV_FIELDS[:4] + grid_keys + CSV_FIELDS[4:]
+    metrics = _lookup_metrics(records)
+    fields = CSV_FIELDS[:4] + grid_keys + CSV_FIELDS[4:6] + [f"lookup_{m}" for m in metrics] + CSV_FIELDS[6:]
     tmp = out / f".{SUMMARY}.tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in records:
             row = {**r, **{k: r.get("overrides", {}).get(k) for k in grid_keys}}
+            row.update({f"lookup_{m}": (r.get("lookup") or {}).get(m) for m in metrics})
             row["genotype_normal"] = _cell(r.get("genotype"), "normal")
             row["genotype_reduce"] = _cell(r.get("genotype"), "reduce")
             w.writerow(row)
     os.replace(tmp, out / SUMMARY)
+
+
+def _lookup_metrics(records: list[dict]) -> list[str]:
+    """The benchmark metrics any trial looked its architecture up in, in table order."""
+    return list(dict.fromkeys(m for r in records for m in (r.get("lookup") or {})))
 
 
 def _stat(values: list, fmt: str) -> str:
@@ -83,6 +90,9 @@ def format_table(records: list[dict]) -> str:
         key = (r.get("method") or "", " ".join(f"{k}={v}" for k, v in grid.items()))
         groups.setdefault(key, []).append(r)
     head = ["method", "grid point", "ok", "val acc", "test acc", "normal skips", "params M", "minutes"]
+    metric = next(iter(_lookup_metrics(records)), None)  # the table's first metric
+    if metric:
+        head.insert(5, f"lookup {metric}")
     rows = []
     for (method, point), rs in groups.items():
         ok = [r for r in rs if r.get("status") == "ok"]
@@ -98,6 +108,8 @@ def format_table(records: list[dict]) -> str:
                 _stat([(r.get("seconds") or 0) / 60 for r in ok], ".1f"),
             ]
         )
+        if metric:
+            rows[-1].insert(5, _stat([(r.get("lookup") or {}).get(metric) for r in ok], ".2f"))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -228,6 +228,8 @@ def collect(trial_dir, search_only: bool = False) -> dict:
         "params_m": t.get("params_m"),
         "flops_m": t.get("flops_m"),
         "peak_memory_mb": max(peaks) if peaks else None,
+        # the found architecture in the benchmark table ({metric: value}), when the trial had one
+        "lookup": s.get("lookup") or t.get("lookup"),
     }
 
 

@@ -148,3 +148,29 @@ def genotype_from_masks(space: DartsCellSpace, masks: dict) -> Genotype:
 def derive_genotype(space: DartsCellSpace, weights: dict, generator: torch.Generator | None = None) -> Genotype:
     """The DARTS rule applied to per-cell-type [E, O] weights (softmax(alpha) for DARTS)."""
     return genotype_from_masks(space, {t: discrete_mask(space, t, weights[t], generator) for t in CELL_TYPES})
+
+
+def random_genotype(space: DartsCellSpace, rng) -> Genotype:
+    """A uniformly random genotype (see ``DartsCellSpace.random_architecture``), drawn from ``rng`` only."""
+    cells = {}
+    for t in CELL_TYPES:
+        ops = [op for op in space.ops[t] if op != "none"]
+        cells[t] = [
+            (rng.choice(ops), j)
+            for node in range(space.nodes)
+            for j in sorted(rng.sample(range(2 + node), min(space.edges_per_node, 2 + node)))
+        ]
+    concat = {t: list(range(2, 2 + space.nodes)) for t in CELL_TYPES}
+    return Genotype(space.name, space.nodes, cells, concat)
+
+
+def genotype_masks(space: DartsCellSpace, genotype: Genotype) -> dict:
+    """{cell type: binary [E, O] mask of the genotype's (edge, op) choices}: the inverse of ``genotype_from_masks``."""
+    masks = {}
+    for t in CELL_TYPES:
+        m = torch.zeros(space.alpha_shape(t))
+        for node in range(space.nodes):
+            for op, j in genotype.edges(t, node):
+                m[space.node_edges(node).start + j, space.ops[t].index(op)] = 1.0
+        masks[t] = m
+    return masks

@@ -58,7 +58,16 @@ class DartsCellSpace(SearchSpace):
 
     datasets = IMAGE_DATASETS
     provides = frozenset(
-        {"op-edges", "node-inputs", "partial-channels", "node-norm", "edge-shapes", "op-params", "projection"}
+        {
+            "op-edges",
+            "node-inputs",
+            "partial-channels",
+            "node-norm",
+            "edge-shapes",
+            "op-params",
+            "projection",
+            "random-architectures",
+        }
     )
     defaults = {"train": DARTS_TRAIN}
     cell_types = CELL_TYPES
@@ -154,6 +163,18 @@ class DartsCellSpace(SearchSpace):
         from .genotype import genotype_from_masks
 
         return genotype_from_masks(self, masks)
+
+    def random_architecture(self, rng):
+        """Uniform over the genotypes the DARTS rule can derive: per cell type and node, a uniformly random set
+        of ``edges_per_node`` distinct inputs, and on each kept edge a uniformly random op other than `none`."""
+        from .genotype import random_genotype
+
+        return random_genotype(self, rng)
+
+    def to_masks(self, architecture) -> dict:
+        from .genotype import genotype_masks
+
+        return genotype_masks(self, architecture)
 
     def op_params(self, op: str, channels: int) -> int:
         """Parameters of ``op`` at ``channels`` channels, stride 1, as built in the supernet."""

@@ -132,7 +132,7 @@ class RNNSpace(SearchSpace):
     task = LANGUAGE_MODEL
     datasets = ("ptb", "text")
     # no partial channels: a part of a recurrent state is not defined (PC-DARTS, IDARTS refuse)
-    provides = frozenset({"op-edges", "node-inputs", "projection"})
+    provides = frozenset({"op-edges", "node-inputs", "projection", "random-architectures"})
     architecture = RNNGenotype
     cell_types = (CELL_TYPE,)
     defaults = {"search": {**SEARCH, **SEARCH_ONLY}, "train": TRAIN}
@@ -240,6 +240,20 @@ class RNNSpace(SearchSpace):
             j, k = torch.nonzero(m[self.node_edges(node)])[0].tolist()
             recurrent.append((RNN_OPS[k], j))
         return RNNGenotype(self.name, recurrent, list(range(1, self.nodes + 1)))
+
+    def random_architecture(self, rng) -> RNNGenotype:
+        """Uniform over the genotypes the rule can derive: per node, a uniformly random predecessor and a
+        uniformly random op other than `none`."""
+        ops = [op for op in RNN_OPS if op != "none"]
+        recurrent = [(rng.choice(ops), rng.randrange(node + 1)) for node in range(self.nodes)]
+        return RNNGenotype(self.name, recurrent, list(range(1, self.nodes + 1)))
+
+    def to_masks(self, architecture: RNNGenotype) -> dict:
+        """The binary [E, O] mask of the genotype's (edge, op) choices: the inverse of ``from_masks``."""
+        mask = torch.zeros(self.alpha_shape(CELL_TYPE))
+        for node, (op, j) in enumerate(architecture.recurrent):
+            mask[self.node_edges(node)[j], RNN_OPS.index(op)] = 1.0
+        return {CELL_TYPE: mask}
 
     # -- retraining ------------------------------------------------------------------------
     def build_network(self, architecture, cfg, in_channels: int, num_classes: int):

@@ -1,0 +1,142 @@
+"""Search methods against the random-search baselines on a space with a benchmark table, 3 seeds each.
+
+Proxy scale (fits a 2-core CPU machine; minutes per run): 2000 training images at 16x16
+(``--subset``, ``--image-size``), search 4 epochs, C = 8, batch 64, the space's default
+depth; ``rsws`` ranks 20 architectures on 2 val batches (``rsws.samples``,
+``rsws.eval_batches``). ``--scale full`` drops all of these: each method's own settings.
+Each run is one ``python -m diffnas search`` (no retraining: with a table the found
+architecture's true accuracy is a look-up) under the shared heavy-job lock.
+
+Reported per method and seed: the found architecture, its look-up metrics when a table is
+given (``--benchmark``; a table of every NAS-Bench-201 cell comes from ``diffnas
+benchmark-convert``), the count of skip connections in it (all cells), the search time; per
+method the median and range of the table's first metric and of the skips.
+
+    python benchmarks/nb201_baselines.py --data-dir DATA --benchmark nb201.csv       # nb201, cifar10
+    python benchmarks/nb201_baselines.py --space darts --dataset fashion-mnist --tiny  # checks the script
+
+writes benchmarks/results/nb201_baselines.json (run directories under runs/nb201_baselines/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from proxy import LOCK, ROOT
+from proxy import env as proxy_env
+
+PROXY = [
+    "--subset", "2000", "--image-size", "16",
+    "--set", "search.epochs=4", "--set", "search.channels=8", "--set", "search.batch_size=64",
+    "--set", "rsws.samples=20", "--set", "rsws.eval_batches=2",
+]  # fmt: skip
+TINY = [
+    "--subset", "200", "--image-size", "8",
+    "--set", "search.epochs=1", "--set", "search.channels=4", "--set", "search.batch_size=16",
+    "--set", "rsws.samples=3",
+]  # fmt: skip
+
+
+def search_args(method: str, scale: list[str]) -> list[str]:
+    """The scale's flags that apply to ``method`` (the ``rsws.*`` keys exist only under rsws)."""
+    out, i = [], 0
+    while i < len(scale):
+        flag, value = scale[i], scale[i + 1]
+        if not (flag == "--set" and value.startswith("rsws.") and method != "rsws"):
+            out += [flag, value]
+        i += 2
+    return out
+
+
+def one_run(method: str, seed: int, out: Path, args, scale: list[str]) -> dict:
+    error = None
+    if not (out / "summary.json").is_file():
+        cmd = [sys.executable, "-m", "diffnas", "search", "--method", method, "--space", args.space]
+        cmd += ["--dataset", args.dataset, *search_args(method, scale), "--seed", str(seed)]
+        cmd += ["--out", str(out), "--no-progress"]
+        if args.data_dir:
+            cmd += ["--data-dir", args.data_dir]
+        if args.benchmark:
+            cmd += ["--benchmark", str(Path(args.benchmark).resolve())]
+        for item in args.set:
+            cmd += ["--set", item]
+        locked = ["flock", LOCK] if not args.no_lock else []
+        proc = subprocess.run([*locked, *cmd], cwd=ROOT, env=proxy_env(), capture_output=True, text=True)
+        if proc.returncode:
+            error = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"{method} seed {seed}: {error}", file=sys.stderr)
+            if not (out / "summary.json").is_file():  # a found architecture the table lacks still has its run
+                return {"seed": seed, "error": error}
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    architecture = metrics[-1]["genotype"]
+    return {
+        "seed": seed,
+        "architecture": architecture,
+        "lookup": summary.get("lookup"),
+        "skips": architecture.count("skip_connect"),
+        "search_seconds": summary["seconds"],
+        # the search path in true accuracy, epoch by epoch
+        "lookup_path": [{k: v for k, v in m.items() if k.startswith("lookup_")} for m in metrics],
+        **({"warning": error} if error else {}),
+    }
+
+
+def stat(values: list) -> dict | None:
+    values = [v for v in values if isinstance(v, (int, float))]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", default="random,rsws,darts", help="comma-separated search methods")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--space", default="nb201")
+    ap.add_argument("--dataset", default="cifar10")
+    ap.add_argument("--data-dir")
+    ap.add_argument("--benchmark", help="benchmark table (CSV) to look the found architectures up in")
+    ap.add_argument("--scale", choices=("proxy", "full"), default="proxy")
+    ap.add_argument("--tiny", action="store_true", help="200 images at 8x8, 1 epoch, C=4: checks the script")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config for every run")
+    ap.add_argument("--no-lock", action="store_true", help="do not take the shared heavy-job lock")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "nb201_baselines"), help="run directories here")
+    ap.add_argument("--out", help="JSON file (default benchmarks/results/nb201_baselines.json; none with --tiny)")
+    args = ap.parse_args()
+    scale = TINY if args.tiny else PROXY if args.scale == "proxy" else []
+    seeds = [int(s) for s in args.seeds.split(",")]
+    report: dict = {"space": args.space, "dataset": args.dataset, "scale": scale, "benchmark": args.benchmark}
+    report["methods"] = {}
+    for method in args.methods.split(","):
+        runs = [one_run(method, s, Path(args.runs) / f"{args.space}-{method}-s{s}", args, scale) for s in seeds]
+        ok = [r for r in runs if "error" not in r]
+        first = next((list(r["lookup"]) for r in ok if r.get("lookup")), [None])[0]
+        report["methods"][method] = {
+            "runs": runs,
+            "lookup_metric": first,
+            "lookup": stat([(r.get("lookup") or {}).get(first) for r in ok]),
+            "skips": stat([r["skips"] for r in ok]),
+            "search_seconds": stat([r["search_seconds"] for r in ok]),
+        }
+        row = report["methods"][method]
+        look = row["lookup"]
+        print(
+            f"{method:10s} {len(ok)}/{len(runs)} ok | "
+            f"{first or 'lookup'} {look['median'] if look else '-'} | skips {row['skips']} | "
+            f"search s {row['search_seconds']['median'] if row['search_seconds'] else '-'}"
+        )
+    out = args.out or (None if args.tiny else ROOT / "benchmarks" / "results" / "nb201_baselines.json")
+    if out:
+        Path(out).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
