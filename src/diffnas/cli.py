@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print a genotype and draw its cells (and the architecture weights of a run)")
     p.add_argument("target", help="a run directory or a genotype.json")
 
+    p = sub.add_parser("report", help="write the HTML report of a run or sweep directory (also written after each)")
+    p.add_argument("target", help="a run directory (search, train or run) or a sweep directory")
+    p.add_argument("--out", help="the HTML file (default: TARGET/report.html)")
+
     p = sub.add_parser("bench", help="time and memory of one search step per method, against darts")
     p.add_argument(
         "--methods",
@@ -193,6 +197,9 @@ def _dispatch(args, parser) -> int:
             print(line)
         return 0
 
+    if args.command == "report":
+        print(api.report(args.target, args.out))
+        return 0
     if args.command == "bench":
         return _bench(args)
     if args.command == "sweep":
