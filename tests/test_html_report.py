@@ -130,7 +130,8 @@ class _Resources(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         for name, value in attrs:
-            if name in ("src", "href", "data", "xlink:href", "poster", "srcset") and value and not value.startswith("#"):
+            fetches = name in ("src", "href", "data", "xlink:href", "poster", "srcset")
+            if fetches and value and not value.startswith("#"):
                 self.urls.append(value)
             if name == "style" and value and "url(" in value:
                 self.urls.append(value)
