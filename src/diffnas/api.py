@@ -99,17 +99,54 @@ def draw(run_dir, genotype: Architecture) -> list[Path]:
     return paths
 
 
-def search(out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, **overrides) -> SearchResult:
+def report(target, out=None) -> Path:
+    """The HTML report of a run directory (search, train or run) or of a sweep directory; returns its path."""
+    from .report import write_run_report
+    from .sweep import SPEC, TRIALS, load_records
+    from .sweep.report import write_html
+
+    path = Path(target)
+    if not path.is_dir():
+        raise DiffnasError(f"{path}: no such run or sweep directory")
+    if (path / SPEC).is_file() or (path / TRIALS).is_file():
+        return write_html(path, list(load_records(path).values()), out)
+    return write_run_report(path, out)
+
+
+def _auto_report(target) -> None:
+    """The report written at the end of a command: cheap, and never fatal (the run's results are already saved)."""
+    if not distributed.is_main():
+        return
+    try:
+        print(f"report: {report(target)}", file=sys.stderr)
+    except Exception as e:  # a report bug or a full disk must not turn a finished run into a failure
+        print(f"diffnas: warning: no report written for {target}: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def search(
+    out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, *, report=True, **overrides
+) -> SearchResult:
     cfg = _config(resume, config, preset, overrides, "search")
     out = Path(resume or out or _default_out("search", cfg))
     with _writing(out):
         result = _search(cfg, out, resume=bool(resume), progress=progress, callbacks=callbacks)
     draw(out, result.genotype)
+    if report:
+        _auto_report(out)
     return result
 
 
 def train(
-    genotype=None, out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, **overrides
+    genotype=None,
+    out=None,
+    resume=None,
+    config=None,
+    preset=None,
+    progress=True,
+    callbacks=None,
+    *,
+    report=True,
+    **overrides,
 ) -> TrainResult:
     if genotype is not None and not isinstance(genotype, Architecture):
         genotype = load_architecture(genotype)
@@ -124,24 +161,29 @@ def train(
         cfg = _config(None, config, preset, overrides)
     out = Path(resume or out or _default_out("train", cfg))
     with _writing(out):
-        return _train(cfg, genotype, out, resume=bool(resume), progress=progress, callbacks=callbacks)
+        result = _train(cfg, genotype, out, resume=bool(resume), progress=progress, callbacks=callbacks)
+    if report:
+        _auto_report(out)
+    return result
 
 
 def run(out=None, resume=None, config=None, preset=None, progress=True, **overrides):
     """Search, derive, retrain, report: ``out/search`` and ``out/train``."""
     if resume:
         out = Path(resume)
-        s = search(resume=out / "search", config=config, preset=preset, progress=progress, **overrides)
+        s = search(resume=out / "search", config=config, preset=preset, progress=progress, report=False, **overrides)
         if (out / "train" / "config.yaml").is_file():
-            t = train(resume=out / "train", progress=progress, **overrides)
+            t = train(resume=out / "train", progress=progress, report=False, **overrides)
         else:  # the retraining had not started: the search's settings, with what this resume changes
             kept = merge(_train_overrides(out / "search"), overrides, allow_new=True)
-            t = train(s.genotype, out=out / "train", progress=progress, **kept)
+            t = train(s.genotype, out=out / "train", progress=progress, report=False, **kept)
+        _auto_report(out)
         return s, t
     cfg = _config(None, config, preset, overrides)
     out = Path(out or _default_out("run", cfg))
-    s = search(out=out / "search", config=config, preset=preset, progress=progress, **overrides)
-    t = train(s.genotype, out=out / "train", config=config, preset=preset, progress=progress, **overrides)
+    s = search(out=out / "search", config=config, preset=preset, progress=progress, report=False, **overrides)
+    t = train(s.genotype, out=out / "train", config=config, preset=preset, progress=progress, report=False, **overrides)
+    _auto_report(out)
     return s, t
 
 
@@ -156,7 +198,9 @@ def sweep(out, methods=None, seeds=None, grid=None, config=None, preset=None, **
 
     keys = ("backend", "workers", "address", "cpus_per_trial", "gpus_per_trial", "search_only", "log")
     kwargs = {k: options.pop(k) for k in keys if k in options}
-    return _sweep.run_sweep(out, methods, seeds, grid, config=config, preset=preset, overrides=options, **kwargs)
+    result = _sweep.run_sweep(out, methods, seeds, grid, config=config, preset=preset, overrides=options, **kwargs)
+    _auto_report(result.out)
+    return result
 
 
 def _train_overrides(search_dir) -> dict:

@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api", choices=("nats", "nb201"), default="nats", help="nats: nats_bench; nb201: nas_201_api")
     p.add_argument("--hp", default="200", help="the benchmark's training length whose results to take")
 
+    p = sub.add_parser("report", help="write the HTML report of a run or sweep directory (also written after each)")
+    p.add_argument("target", help="a run directory (search, train or run) or a sweep directory")
+    p.add_argument("--out", help="the HTML file (default: TARGET/report.html)")
+
     p = sub.add_parser("bench", help="time and memory of one search step per method, against darts")
     p.add_argument(
         "--methods",
@@ -213,6 +217,9 @@ def _dispatch(args, parser) -> int:
         print(f"wrote {n} architectures to {args.out}")
         return 0
 
+    if args.command == "report":
+        print(api.report(args.target, args.out))
+        return 0
     if args.command == "bench":
         return _bench(args)
     if args.command == "sweep":

@@ -49,6 +49,10 @@ DEFAULTS: dict = {
         "relaxation": None,  # None: the method's own; else a name from diffnas.relax
         "crop_padding": None,  # None: image_size // 8
         "cutout": 0,
+        # collapse monitor (engine/monitors.py): the dominant Hessian eigenvalue every K epochs (0: never);
+        # each costs ``hessian_iters`` Hessian-vector products on one val batch, about 1% of an epoch at K=5
+        "hessian_every": 5,
+        "hessian_iters": 10,
     },
     "reg": {},  # regularizer name -> weight or options, e.g. {"size": 0.01}
     # a table of trained accuracies to look architectures up in (``diffnas.data.benchmark``)

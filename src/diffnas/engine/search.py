@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from ..config import Config
-from ..data import Augment, BatchStream, check_batch_size, load_dataset, split_indices
+from ..data import Augment, BatchStream, check_batch_size, eval_batches, load_dataset, split_indices
 from ..data.benchmark import BenchmarkTable
 from ..methods import build_method
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, load_architecture, space_from_config
+from . import monitors
 from .loop import check_finite, evaluate_split, resolve_device, run_job
 from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl", "steps.jsonl", "genotypes.jsonl")
+log = logging.getLogger("diffnas")
 
 
 @dataclass
@@ -46,6 +50,8 @@ class SearchJob:
         self.method = build_method(cfg, self.space, in_channels, num_classes, self.device)
         # a method that trains nothing (random) has one epoch: the one that writes its architecture
         self.epochs = s.epochs if self.method.trains else 1
+        self.history: list | None = None  # the collapse monitors' figures per epoch (read back on resume)
+        self.warned: set = set()
 
     def load_data(self) -> tuple[int, int]:
         """The train and val batch streams; returns (input channels, classes) for the supernet."""
@@ -103,7 +109,8 @@ class SearchJob:
             genotype.save(self.run.file("genotype.json"))
         lookup = self.lookup(genotype, epoch)
         means = {f"train_{k}" if k in ("loss", "acc") else k: sum(v) / len(v) for k, v in sums.items()}
-        return {
+        weights = dict(m.relax.genotype_weights())
+        record = {
             **means,
             **evaluation,
             "w_lr": lr,
@@ -111,10 +118,50 @@ class SearchJob:
             "genotype": str(genotype),
             **lookup,
             "ops": {t: list(self.space.ops[t]) for t in self.space.cell_types},
-            "arch_weights": dict(m.relax.genotype_weights()),
+            "arch_weights": weights,
             "alphas": {t: a.detach() for t, a in m.relax.alphas.items()},
             **m.epoch_record(),
+            **monitors.epoch_figures(genotype.ops(), weights),
         }
+        every = self.cfg.search.hessian_every
+        batch = self.monitor_batch() if every and (epoch + 1) % every == 0 and m.trains else None
+        if batch is not None:
+            record["hessian_eigenvalue"] = self.hessian_eigenvalue(batch)
+        self.watch(epoch, record, genotype)
+        return record
+
+    def monitor_batch(self):
+        """The batch the Hessian monitor reads: the first val batch, no augmentation (None: no monitor)."""
+        n = self.cfg.search.batch_size
+        x, y = self.data.train_x[self.val_idx[:n]], self.data.train_y[self.val_idx[:n]]
+        return next(eval_batches(x, y, n, mean=self.data.mean, std=self.data.std, device=self.device))
+
+    def hessian_eigenvalue(self, batch) -> float:
+        """The collapse monitor of Zela et al.: the dominant eigenvalue of the val loss's Hessian w.r.t. the
+        architecture on ``batch``; the run's RNG and BN statistics stay as they were."""
+        m = self.method
+        buffers = [b for net in m.modules() for b in net.buffers()]
+        saved = [b.clone() for b in buffers]
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            value = monitors.dominant_eigenvalue(lambda: m.loss(batch)[0], m.arch, self.cfg.search.hessian_iters)
+        with torch.no_grad():
+            for b, v in zip(buffers, saved):
+                b.copy_(v)
+        return value
+
+    def watch(self, epoch: int, record: dict, genotype: Architecture) -> None:
+        """One console line (logger ``diffnas``) when a sign of collapse appears; not repeated while it lasts."""
+        if self.history is None:  # a resumed run: the monitors of the epochs before it
+            self.history = [{k: r[k] for k in r if _monitor_key(k)} for r in self.run.read_log("metrics.jsonl")]
+        self.history.append({"epoch": epoch, **{k: v for k, v in record.items() if _monitor_key(k)}})
+        edges = {t: len(ops) for t, ops in genotype.ops().items()}
+        signs = monitors.collapse_warnings(self.history, edges)
+        if distributed.is_main():
+            for figure, line in signs.items():
+                if figure not in self.warned:
+                    log.warning("diffnas: warning: %s", line)
+        self.warned = set(signs)
 
     def lookup(self, genotype, epoch: int) -> dict:
         """The epoch's architecture in the benchmark table (``lookup_<metric>``); a miss is logged as None with a
@@ -135,6 +182,10 @@ class SearchJob:
             keep_config(self.method, lambda: self.method.load_state_dict(state["method"]))
             self.train.load_state_dict(state["train"])
             self.val.load_state_dict(state["val"])
+
+
+def _monitor_key(key: str) -> bool:
+    return key == "epoch" or key.startswith(monitors.FIGURES)
 
 
 def search(cfg: Config, out, resume: bool = False, progress: bool = True, callbacks=None) -> SearchResult:

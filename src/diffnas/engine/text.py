@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..data.text import TextStream, batchify, load_corpus, windows
+from ..data.text import TextBatch, TextStream, batchify, load_corpus, windows
 from ..errors import DataError, TrainingDiverged
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, seed_everything
@@ -69,6 +69,11 @@ class TextSearchJob(SearchJob):
 
     def evaluate_val(self) -> dict:
         return evaluate_text(self.space.task, self.method.net, self.eval_data, self.cfg.search.bptt, "val")
+
+    def monitor_batch(self) -> TextBatch:
+        """The Hessian monitor's batch: the validation text's first window, from the zero state."""
+        x, y = next(windows(self.eval_data, self.cfg.search.bptt))
+        return TextBatch(x, y, None, 1.0)
 
 
 def asgd_due(val_losses: list[float], nonmono: int) -> bool:

@@ -68,6 +68,15 @@ class Architecture:
         """Pictures of the architecture in ``out_dir``; returns the files written."""
         return []
 
+    def graphs(self) -> dict:
+        """{title: ``graphviz.Digraph``} of the architecture's parts (cells, recurrent cell, widths):
+        what the HTML report embeds as SVG. A space without a drawing returns {} (the report shows the text)."""
+        return {}
+
+    def ops(self) -> dict:
+        """{cell type: [the chosen op of each edge]}: what the collapse monitors count; {} if the space has none."""
+        return {}
+
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
 

@@ -88,6 +88,14 @@ class Genotype(Architecture):
 
         return draw_genotype(self, out_dir, stem)
 
+    def graphs(self) -> dict:
+        from .drawing import cell_graph
+
+        return {f"{t} cell": cell_graph(self, t) for t in CELL_TYPES}
+
+    def ops(self) -> dict:
+        return {t: [op for op, _ in self.cells[t]] for t in CELL_TYPES}
+
     def __str__(self):
         lines = []
         for t in CELL_TYPES:

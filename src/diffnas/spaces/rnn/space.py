@@ -117,6 +117,13 @@ class RNNGenotype(Architecture):
 
         return draw_genotype(self, out_dir, stem)
 
+    def graphs(self) -> dict:
+        from .drawing import cell_graph
+
+        return {"recurrent cell": cell_graph(self)}
+
+    # no ``ops()``: every edge of a recurrent cell has its own weights, so there is no parameter-free collapse
+
 
 # the published DARTS-V2 cell (genotypes.py of the reference)
 DARTS_V2 = RNNGenotype(
