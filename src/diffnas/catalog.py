@@ -29,7 +29,7 @@ def _last(layers: list[dict], section: str | None, key: str):
 def resolve(
     method: str | None = None, preset: str | None = None, file=None, overrides: dict | None = None
 ) -> Config:
-    """Shared defaults <- space <- method <- preset <- file <- overrides (flags, then --set); validated."""
+    """Shared defaults <- space <- method <- the space's per-method defaults <- preset <- file <- overrides (flags, then --set); validated."""
     layers = [{"method": method} if method else {}]
     if preset:
         if preset not in PRESETS:
@@ -50,6 +50,7 @@ def resolve(
         owned[method_cls.name] = method_cls.option_defaults()
     cfg = merge(cfg, owned, allow_new=True)
     cfg = merge(cfg, paper, where="")  # a method's defaults may only set keys that exist
+    cfg = merge(cfg, space_cls.defaults_for(method_cls.name), where="")  # the space's word on this method
     for layer in layers:
         cfg = merge(cfg, layer)
     cfg.update(method=method_cls.name, space=space_cls.name)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..config import deep_merge
 from ..errors import GenotypeError
 from .tasks import CLASSIFICATION
 
@@ -105,10 +106,18 @@ class SearchSpace:
     architecture: type[Architecture] = Architecture
     defaults: dict = {}  # config keys this space sets: its retraining protocol (``train``) at least
     cell_types: tuple = ()  # the groups of architecture parameters (one alpha matrix each)
+    # config keys this space sets over a method's paper defaults: for every method ("*") and per method name
+    # (a paper's settings for this space); ``defaults`` sit below the methods' defaults, these above them
+    method_defaults: dict = {}
 
     @classmethod
     def from_config(cls, cfg) -> SearchSpace:
         return cls()
+
+    @classmethod
+    def defaults_for(cls, method: str) -> dict:
+        """The layer over ``method``'s paper defaults on this space (see ``method_defaults``)."""
+        return deep_merge(cls.method_defaults.get("*", {}), cls.method_defaults.get(method, {}))
 
     # -- the architecture parameters a relaxation allocates ---------------------------------
     def alpha_shape(self, cell_type: str) -> tuple[int, int]:
