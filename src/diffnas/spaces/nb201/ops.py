@@ -52,7 +52,8 @@ class ResNetBasicBlock(nn.Module):
         super().__init__()
         self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, affine=True)
         self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, affine=True)
-        self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(c_in, c_out, 1, bias=False))
+        # ceil_mode: an odd size halves as the strided conv does (even sizes, the benchmark's, are unchanged)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, 2, ceil_mode=True), nn.Conv2d(c_in, c_out, 1, bias=False))
 
     def forward(self, x):
         return self.downsample(x) + self.conv_b(self.conv_a(x))

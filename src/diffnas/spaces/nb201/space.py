@@ -78,18 +78,19 @@ class Nb201Space(SearchSpace):
     nodes = NODES - 1  # the nodes that sum edges (1, 2, 3)
     num_edges = len(EDGES)
 
-    def __init__(self, exclude_none: bool = False):
+    def __init__(self, nodes: int = NODES, exclude_none: bool = False):
+        """``nodes``: the benchmark's count with the input node; the cell is fixed, so only 4 is accepted."""
+        if nodes != NODES:
+            raise ConfigError(f"space nb201 has a fixed cell of {NODES} nodes; search.nodes must be {NODES}")
         self.ops = {"normal": NB201_OPS}
         self.exclude_none = bool(exclude_none)
 
     @classmethod
     def from_config(cls, cfg):
-        if cfg.search.get("nodes", 4) != NODES:
-            raise ConfigError(f"space nb201 has a fixed cell of {NODES} nodes; search.nodes must be {NODES}")
         exclude = cfg.get("nb201", {}).get("exclude_none", False)
         if not isinstance(exclude, bool):
             raise ConfigError(f"nb201.exclude_none must be true or false, got {exclude!r}")
-        return cls(exclude_none=exclude)
+        return cls(cfg.search.get("nodes", NODES), exclude_none=exclude)
 
     def __repr__(self):
         return f"Nb201Space(exclude_none={self.exclude_none})"

@@ -68,10 +68,12 @@ class SearchCell(nn.Module):
         w = torch.cat([_kernel3(c.weight) for c in convs])
         bn0 = bns[0]
         tracked = bn0.track_running_stats
+        # nn.BatchNorm's factor for this update (momentum None: the cumulative average)
+        momentum = bn0.momentum if bn0.momentum is not None else 1.0 / float(bn0.num_batches_tracked + 1)
         stats = types.SimpleNamespace(
             running_mean=torch.cat([b.running_mean for b in bns]) if tracked else None,
             running_var=torch.cat([b.running_var for b in bns]) if tracked else None,
-            momentum=bn0.momentum,
+            momentum=momentum,
             eps=bn0.eps,
             num_batches_tracked=torch.zeros((), dtype=torch.long),
             training=bn0.training,
@@ -80,11 +82,13 @@ class SearchCell(nn.Module):
         )
         if fastops.usable(x, stats):
             y = fastops._ReluConvBN.apply(x, w, None, stats, 1, 1, 1, 1)
+            with torch.no_grad():  # the batch mean with the bias, as the plain op's running mean has it
+                stats.running_mean.add_(torch.cat([c.bias for c in convs]), alpha=momentum)
         else:
             b = F.conv2d(F.relu(x), w, torch.cat([c.bias for c in convs]), padding=1)
             batch_stats = bn0.training or not tracked
             y = F.batch_norm(
-                b, stats.running_mean, stats.running_var, None, None, batch_stats, bn0.momentum or 0.0, bn0.eps
+                b, stats.running_mean, stats.running_var, None, None, batch_stats, momentum, bn0.eps
             )
         if tracked and bn0.training:  # each op's BN gets its own running-statistics update
             with torch.no_grad():
