@@ -147,7 +147,9 @@ def test_random_architecture_is_seeded_and_uniform():
     assert a[0] == a[1]
     draws = [op for s in range(300) for op in space.random_architecture(random.Random(s)).ops]
     assert set(draws) == {"none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"}
-    no_none = get_space("nb201").from_config(resolve("darts", overrides={"space": "nb201", "nb201": {"exclude_none": True}}))
+    no_none = get_space("nb201").from_config(
+        resolve("darts", overrides={"space": "nb201", "nb201": {"exclude_none": True}})
+    )
     assert all(op != "none" for s in range(50) for op in no_none.random_architecture(random.Random(s)).ops)
 
 
@@ -237,7 +239,9 @@ def test_cifar10_valid_uses_the_split_file(tmp_path):
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         labels = [int(v) for v in rng.integers(0, 10, 4)]
-        (root / name).write_bytes(pickle.dumps({b"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8), b"labels": labels}))
+        (root / name).write_bytes(
+            pickle.dumps({b"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8), b"labels": labels})
+        )
     with pytest.raises(DataError, match="cifar-split.txt"):
         load_dataset("cifar10-valid", tmp_path)
     (tmp_path / "cifar-split.txt").write_text('{"train": ["int", ["0", "2", "5"]], "valid": ["int", ["1", "19"]]}')
@@ -256,6 +260,7 @@ def test_search_then_train_on_imagenet16_via_the_cli(tmp_path):
     assert main(["search", "--space", "nb201", "--method", "darts", "--out", str(out), *scale, *common]) == 0
     arch = load_architecture(out / "genotype.json")
     assert isinstance(arch, Nb201Architecture)
+    assert main(["show", str(out)]) == 0
     train = tmp_path / "train"
     assert main(["train", "--genotype", str(out), "--out", str(train), *scale, *common]) == 0
     import json

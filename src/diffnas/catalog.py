@@ -29,7 +29,8 @@ def _last(layers: list[dict], section: str | None, key: str):
 def resolve(
     method: str | None = None, preset: str | None = None, file=None, overrides: dict | None = None
 ) -> Config:
-    """Shared defaults <- space <- method <- the space's per-method defaults <- preset <- file <- overrides (flags, then --set); validated."""
+    """Shared defaults <- space <- method <- the space's word on the method <- preset <- file <- overrides
+    (flags, then --set); validated."""
     layers = [{"method": method} if method else {}]
     if preset:
         if preset not in PRESETS:

@@ -76,7 +76,8 @@ def load_cifar10_valid(name: str, data_dir):
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise DataError(
-            f"{name}: no cifar-split.txt in {root} or its parent (NAS-Bench-201's configs/nas-benchmark/cifar-split.txt)"
+            f"{name}: no cifar-split.txt in {root} or its parent "
+            "(NAS-Bench-201's configs/nas-benchmark/cifar-split.txt)"
         )
     split = read_split(name, path, len(train_y))
     if "train" not in split or "valid" not in split:

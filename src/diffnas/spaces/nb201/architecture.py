@@ -80,7 +80,7 @@ class Nb201Architecture(Architecture):
         return sum(o == op for o in self.ops)
 
     def draw(self, out_dir, stem: str = "genotype") -> list[Path]:
-        """``{stem}_cell.dot`` (+ ``.png``, ``.svg`` when Graphviz's ``dot`` is installed); `none` edges are left out."""
+        """``{stem}_cell.dot``, ``.png`` and ``.svg`` in ``out_dir``; `none` edges (cut) are left out."""
         try:
             import graphviz
         except ImportError:
@@ -109,7 +109,8 @@ class Nb201Architecture(Architecture):
                 data = g.pipe(format=fmt)
             except graphviz.ExecutableNotFound:
                 raise DiffnasError(
-                    f"cannot render the cell picture: the Graphviz 'dot' executable is not on PATH; the DOT source is {src}"
+                    "cannot render the cell picture: the Graphviz 'dot' executable is not on PATH; "
+                    f"the DOT source is {src}"
                 ) from None
             path = out_dir / f"{stem}_cell.{fmt}"
             path.write_bytes(data)

@@ -26,10 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...errors import ConfigError
 from ..base import Mixing
 from ..darts import fastops
-from ..darts.supernet import PRECISIONS, Supernet as DartsSupernet, channel_shuffle
-from ...errors import ConfigError
+from ..darts.supernet import PRECISIONS, channel_shuffle
+from ..darts.supernet import Supernet as DartsSupernet
 from .architecture import EDGES, NODES, node_edges
 from .ops import CONV_KERNELS, ResNetBasicBlock, head, make_op, stage_plan, stem
 
@@ -87,9 +88,7 @@ class SearchCell(nn.Module):
         else:
             b = F.conv2d(F.relu(x), w, torch.cat([c.bias for c in convs]), padding=1)
             batch_stats = bn0.training or not tracked
-            y = F.batch_norm(
-                b, stats.running_mean, stats.running_var, None, None, batch_stats, momentum, bn0.eps
-            )
+            y = F.batch_norm(b, stats.running_mean, stats.running_var, None, None, batch_stats, momentum, bn0.eps)
         if tracked and bn0.training:  # each op's BN gets its own running-statistics update
             with torch.no_grad():
                 for b, m, v in zip(bns, stats.running_mean.split(self.c_ops), stats.running_var.split(self.c_ops)):
