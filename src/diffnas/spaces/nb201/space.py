@@ -72,7 +72,6 @@ class Nb201Space(SearchSpace):
     method_defaults = {
         "*": {"search": {"channels": 16, "layers": 5}},
         "rarts": {"search": {"epochs": 100}},
-        "milenas": {"search": {"epochs": 100}},
     }
 
     nodes = NODES - 1  # the nodes that sum edges (1, 2, 3)
