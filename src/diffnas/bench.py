@@ -30,7 +30,17 @@ from pathlib import Path
 
 from .config import deep_merge
 
-REFERENCE = "ref-darts"  # the plain re-implementation of the original DARTS step (--reference PATH)
+# The reference step script of each space (--reference PATH): its row's label and the optimizer settings of
+# the public code it re-implements (its architecture parameters are the network's ``alpha*`` parameters)
+REFERENCES = {
+    "darts": {"label": "ref-darts", "wd": 3e-4, "nesterov": False},  # ../shared/bench/ref_darts_step.py
+    "nb201": {"label": "ref-nb201", "wd": 5e-4, "nesterov": True},  # ../shared/bench/ref_nb201_step.py
+}
+REFERENCE = REFERENCES["darts"]["label"]
+
+
+def reference_of(space: str | None) -> dict:
+    return REFERENCES.get(space or "darts", REFERENCES["darts"])
 
 
 def machine() -> dict:
@@ -444,6 +454,8 @@ def _reference(path: str, spec: dict) -> dict:
         spec["steps"],
         spec["in_channels"],
     ]
+    ref = reference_of(spec["space"])
+    args += [ref["wd"], int(ref["nesterov"])]
     proc = subprocess.run(
         [sys.executable, "-c", _REFERENCE_HARNESS, path, str(spec["warmup"]), *map(str, args)],
         capture_output=True,
@@ -451,7 +463,7 @@ def _reference(path: str, spec: dict) -> dict:
     )
     if proc.returncode != 0:
         raise RuntimeError((proc.stderr or "reference failed").strip().splitlines()[-1])
-    return {"method": REFERENCE, **json.loads(proc.stdout.strip().splitlines()[-1])}
+    return {"method": ref["label"], **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
 _REFERENCE_HARNESS = """
@@ -461,13 +473,14 @@ spec = importlib.util.spec_from_file_location("ref", sys.argv[1]); ref = importl
 spec.loader.exec_module(ref)
 warmup = int(sys.argv[2])
 B, H, C, L, n, in_ch = (int(a) for a in sys.argv[3:9])
+wd, nesterov = float(sys.argv[9]), bool(int(sys.argv[10]))
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 # from here on: the reference's main(), timing both clocks
 torch.manual_seed(0)
 net = ref.Network(C, L, in_ch)
-arch = [net.alpha_normal, net.alpha_reduce]
+arch = [p for name, p in net.named_parameters() if name.startswith("alpha")]
 weights = [p for p in net.parameters() if all(p is not a for a in arch)]
-w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9, weight_decay=3e-4)
+w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9, weight_decay=wd, nesterov=nesterov)
 a_opt = torch.optim.Adam(arch, 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
 x, y = torch.randn(B, in_ch, H, H), torch.randint(0, 10, (B,))
 xv, yv = torch.randn(B, in_ch, H, H), torch.randint(0, 10, (B,))
@@ -538,20 +551,21 @@ def run_bench(
             continue
         entries[label] = (name, deep_merge(spec["sets"], own))
     names = list(entries)
+    ref_label = reference_of(spec["space"])["label"]
     if reference:
         if not Path(reference).is_file():
-            skipped[REFERENCE] = f"reference script not found: {reference}"
+            skipped[ref_label] = f"reference script not found: {reference}"
         elif spec["device"] not in ("cpu", "auto") or _cuda():
-            skipped[REFERENCE] = "the reference script runs on CPU only"
+            skipped[ref_label] = "the reference script runs on CPU only"
         else:
-            names.append(REFERENCE)
+            names.append(ref_label)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(rounds):
         for n in names:
             if n in skipped:
                 continue
             try:
-                if n == REFERENCE:
+                if n == ref_label:
                     res = _reference(reference, spec)
                 else:
                     name, sets = entries[n]
@@ -585,7 +599,7 @@ def run_bench(
             "rounds_peak_mb": [x["peak_mb"] for x in rs],
             **{k: rs[0][k] for k in ("method", "space", "device", "epoch", "params_m", "train_state_mb") if k in rs[0]},
         }
-        if n != REFERENCE:
+        if n != ref_label:
             res["sets"] = entries[n][1]
         res.update(_phase_results(rs))
         results[n] = res

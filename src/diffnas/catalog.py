@@ -29,8 +29,8 @@ def _last(layers: list[dict], section: str | None, key: str):
 def resolve(
     method: str | None = None, preset: str | None = None, file=None, overrides: dict | None = None
 ) -> Config:
-    """Shared defaults <- space <- method <- the space's protocol and its values for the method <- preset <- file
-    <- overrides (flags, then --set); validated."""
+    """Shared defaults <- space <- method <- the space's word on the method <- preset (the space's own, if it
+    has one) <- file <- overrides (flags, then --set); validated."""
     if preset and preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
     layers = [{"method": method} if method else {}]
@@ -51,9 +51,7 @@ def resolve(
         owned[method_cls.name] = method_cls.option_defaults()
     cfg = merge(cfg, owned, allow_new=True)
     cfg = merge(cfg, paper, where="")  # a method's defaults may only set keys that exist
-    # the space's protocol over a method's paper values (set on other spaces), then the method's values for it
-    cfg = merge(cfg, space_cls.protocol)
-    cfg = merge(cfg, space_cls.method_defaults.get(method_cls.name, {}))
+    cfg = merge(cfg, space_cls.defaults_for(method_cls.name), where="")  # the space's word on this method
     for layer in layers:
         cfg = merge(cfg, layer)
     cfg.update(method=method_cls.name, space=space_cls.name)

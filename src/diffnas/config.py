@@ -39,6 +39,7 @@ DEFAULTS: dict = {
         "w_lr": 0.025,
         "w_lr_min": 0.001,
         "w_momentum": 0.9,
+        "w_nesterov": False,
         "w_wd": 3e-4,
         "grad_clip": 5.0,
         "a_lr": 3e-4,

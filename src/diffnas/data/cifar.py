@@ -57,7 +57,7 @@ class _SafeUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _unpickle(name: str, path: Path):
+def _unpickle(name: str, path: Path, what: str = "a CIFAR python pickle"):
     try:
         with open(path, "rb") as f:
             obj = _SafeUnpickler(f, encoding="bytes").load()
@@ -73,17 +73,17 @@ def _unpickle(name: str, path: Path):
         OSError,
         MemoryError,
     ) as e:
-        raise DataError(f"{name}: cannot read {path} ({reason(e)}); expected a CIFAR python pickle") from None
+        raise DataError(f"{name}: cannot read {path} ({reason(e)}); expected {what}") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{name}: {path} holds a {type(obj).__name__}, expected a CIFAR python pickle (a dict)")
+        raise DataError(f"{name}: {path} holds a {type(obj).__name__}, expected {what} (a dict)")
     return obj
 
 
-def _get(d: dict, key: str, name: str, path: Path):
+def _get(d: dict, key: str, name: str, path: Path, what: str = "a CIFAR python pickle"):
     for k in (key.encode(), key):
         if k in d:
             return d[k]
-    raise DataError(f"{name}: {path} has no {key!r} entry (expected a CIFAR python pickle)")
+    raise DataError(f"{name}: {path} has no {key!r} entry (expected {what})")
 
 
 def _read_cifar_batch(name: str, path: Path, label_key: str, num_classes: int):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from . import cifar, idx, imagefolder
+from . import cifar, idx, imagefolder, nb201
 from .common import Reader
 
 
@@ -47,7 +47,7 @@ class ImageDataset:
         return int(self.train_x.shape[2])
 
 
-READERS: dict[str, Reader] = {**idx.READERS, **cifar.READERS, **imagefolder.READERS}
+READERS: dict[str, Reader] = {**idx.READERS, **cifar.READERS, **nb201.READERS, **imagefolder.READERS}
 DATASETS: dict[str, str] = {name: reader.description for name, reader in READERS.items()}
 _ALIASES = {alias: name for name, reader in READERS.items() for alias in reader.aliases}
 

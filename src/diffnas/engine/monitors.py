@@ -93,7 +93,7 @@ def epoch_figures(architecture_ops: dict, weights: dict) -> dict:
 def collapse_warnings(history: list[dict], cell_edges: dict) -> dict:
     """{figure: one line} per sign of collapse at the last epoch of ``history`` (metrics.jsonl records,
     oldest first), naming the epoch, the figure and the threshold. ``cell_edges``: {cell type: edges of a
-    derived cell} (the lengths of ``Architecture.ops()``'s lists)."""
+    derived cell} (the lengths of ``Architecture.cell_ops()``'s lists)."""
     signs: dict = {}
     if not history:
         return signs

@@ -121,7 +121,7 @@ class SearchJob:
             "arch_weights": weights,
             "alphas": {t: a.detach() for t, a in m.relax.alphas.items()},
             **m.epoch_record(),
-            **monitors.epoch_figures(genotype.ops(), weights),
+            **monitors.epoch_figures(genotype.cell_ops(), weights),
         }
         every = self.cfg.search.hessian_every
         batch = self.monitor_batch() if every and (epoch + 1) % every == 0 and m.trains else None
@@ -155,7 +155,7 @@ class SearchJob:
         if self.history is None:  # a resumed run: the monitors of the epochs before it
             self.history = [{k: r[k] for k in r if _monitor_key(k)} for r in self.run.read_log("metrics.jsonl")]
         self.history.append({"epoch": epoch, **{k: v for k, v in record.items() if _monitor_key(k)}})
-        edges = {t: len(ops) for t, ops in genotype.ops().items()}
+        edges = {t: len(ops) for t, ops in genotype.cell_ops().items()}
         signs = monitors.collapse_warnings(self.history, edges)
         if distributed.is_main():
             for figure, line in signs.items():

@@ -79,7 +79,9 @@ class TrainJob:
         self.space = get_space_class(genotype.space)()
         self.task = self.space.task
         self.net = self.space.build_network(genotype, cfg, data.in_channels, data.num_classes).to(self.device)
-        self.opt = torch.optim.SGD(self.net.parameters(), t.lr, momentum=t.momentum, weight_decay=t.wd)
+        self.opt = torch.optim.SGD(
+            self.net.parameters(), t.lr, momentum=t.momentum, weight_decay=t.wd, nesterov=t.get("nesterov", False)
+        )
         self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, t.epochs, eta_min=t.lr_min)
         self.epochs = t.epochs
 

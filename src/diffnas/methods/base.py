@@ -67,7 +67,9 @@ class SearchMethod:
         self.arch = self.net.arch_parameters()
         self.schedule = build_schedule(s.schedule, s.arch_start_epoch)
         self.regularizers = build_regularizers(cfg.reg, space)
-        self.w_opt = torch.optim.SGD(self.weights, s.w_lr, momentum=s.w_momentum, weight_decay=s.w_wd)
+        self.w_opt = torch.optim.SGD(
+            self.weights, s.w_lr, momentum=s.w_momentum, weight_decay=s.w_wd, nesterov=s.get("w_nesterov", False)
+        )
         a_wd = s.a_wd if self.relax.arch_weight_decay is None else self.relax.arch_weight_decay
         self.a_opt = torch.optim.Adam(self.arch, s.a_lr, betas=tuple(s.a_betas), weight_decay=a_wd)
         self.w_lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, s.epochs, eta_min=s.w_lr_min)

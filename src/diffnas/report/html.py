@@ -126,7 +126,7 @@ def run_sections(parts: dict) -> list[tuple[str, str, str]]:
     summary = read_json(search_dir / "summary.json") if search_dir else {}
     result = read_json(train_dir / "result.json") if train_dir else {}
     arch = _architecture(search_dir, train_dir)
-    edges = {t: len(ops) for t, ops in arch.ops().items()} if arch else {}
+    edges = {t: len(ops) for t, ops in arch.cell_ops().items()} if arch else {}
     signs = warnings_by_epoch(metrics, edges)
     return [
         ("summary", "Summary", _summary(summary, result)),

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..config import deep_merge
 from ..errors import GenotypeError
 from .tasks import CLASSIFICATION
 
@@ -73,7 +74,7 @@ class Architecture:
         what the HTML report embeds as SVG. A space without a drawing returns {} (the report shows the text)."""
         return {}
 
-    def ops(self) -> dict:
+    def cell_ops(self) -> dict:
         """{cell type: [the chosen op of each edge]}: what the collapse monitors count; {} if the space has none."""
         return {}
 
@@ -116,13 +117,20 @@ class SearchSpace:
     architecture: type[Architecture] = Architecture
     defaults: dict = {}  # config keys this space sets: its retraining protocol (``train``) at least
     cell_types: tuple = ()  # the groups of architecture parameters (one alpha matrix each)
-    protocol: dict = {}  # config keys of this space no method's paper values (from other spaces) may change
-    method_defaults: dict = {}  # method name -> a paper's values of config keys for that method on this space
+    # config keys this space sets over a method's paper defaults: for every method ("*": its protocol, which
+    # papers' values for other spaces may not change) and per method name (a paper's settings for this space);
+    # ``defaults`` sit below the methods' defaults, these above them
+    method_defaults: dict = {}
     presets: dict = {}  # preset name -> the space's own version of a shared preset (``config.PRESETS``)
 
     @classmethod
     def from_config(cls, cfg) -> SearchSpace:
         return cls()
+
+    @classmethod
+    def defaults_for(cls, method: str) -> dict:
+        """The layer over ``method``'s paper defaults on this space (see ``method_defaults``)."""
+        return deep_merge(cls.method_defaults.get("*", {}), cls.method_defaults.get(method, {}))
 
     # -- the architecture parameters a relaxation allocates ---------------------------------
     def alpha_shape(self, cell_type: str) -> tuple[int, int]:

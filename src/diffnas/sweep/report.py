@@ -18,8 +18,8 @@ SUMMARY = "summary.csv"
 
 
 def _cell(genotype: dict | None, cell: str) -> str:
-    if not genotype:
-        return ""
+    if not genotype or cell not in genotype:  # (a space without DARTS cells, e.g. nb201: its "arch" string)
+        return str((genotype or {}).get("arch", "")) if cell == "normal" else ""
     pairs = [f"{op}({i})" for op, i in genotype[cell]]
     return " | ".join(" + ".join(pairs[j : j + 2]) for j in range(0, len(pairs), 2))
 

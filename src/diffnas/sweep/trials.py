@@ -222,7 +222,9 @@ def collect(trial_dir, search_only: bool = False) -> dict:
     peaks = [x["peak_memory_mb"] for x in (s, t) if isinstance(x.get("peak_memory_mb"), (int, float))]
     return {
         "genotype": genotype,
-        "normal_skips": sum(op == "skip_connect" for op, _ in genotype["normal"]) if genotype else None,
+        "normal_skips": sum(op == "skip_connect" for op, _ in genotype["normal"])
+        if genotype and "normal" in genotype
+        else None,
         "val_acc": val_acc if val_acc is not None else s.get("val_acc"),
         "test_acc": t.get("test_acc"),
         "params_m": t.get("params_m"),

@@ -93,7 +93,7 @@ class Genotype(Architecture):
 
         return {f"{t} cell": cell_graph(self, t) for t in CELL_TYPES}
 
-    def ops(self) -> dict:
+    def cell_ops(self) -> dict:
         return {t: [op for op, _ in self.cells[t]] for t in CELL_TYPES}
 
     def __str__(self):

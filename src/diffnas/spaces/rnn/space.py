@@ -122,7 +122,7 @@ class RNNGenotype(Architecture):
 
         return {"recurrent cell": cell_graph(self)}
 
-    # no ``ops()``: every edge of a recurrent cell has its own weights, so there is no parameter-free collapse
+    # no ``cell_ops()``: every edge of a recurrent cell has its own weights, so there is no parameter-free collapse
 
 
 # the published DARTS-V2 cell (genotypes.py of the reference)
@@ -143,10 +143,8 @@ class RNNSpace(SearchSpace):
     architecture = RNNGenotype
     cell_types = (CELL_TYPE,)
     defaults = {"search": {**SEARCH, **SEARCH_ONLY}, "train": TRAIN}
-    # what no method's paper values (CNN searches) may change on this space
-    protocol = {"search": SEARCH}
-    # a method's paper values for this space
     method_defaults = {
+        "*": {"search": SEARCH},  # what no method's paper values (CNN searches) may change on this space
         "darts-prime": {"reg": {"proximity": 1.0}},  # rho = 1.0 for text (DARTS-PRIME, section 5)
         "darts2": {"darts2": {"clip_virtual": True}},  # rnn/architect.py clips the virtual step's gradient
     }
