@@ -94,7 +94,8 @@ def test_argmax_without_none_and_wrong_relaxation():
 
 @pytest.mark.parametrize("phase", ["arch", "weight"])
 def test_a_phase_records_nothing_before_the_relaxed_edge_and_computes_only_the_updated_grads(phase):
-    m = tiny_method("darts-cd", relax={"sample": "network"}, **{"darts-cd": {"warmup_epochs": 0, "train_shared": False}})
+    opts = {"darts-cd": {"warmup_epochs": 0, "train_shared": False}}
+    m = tiny_method("darts-cd", relax={"sample": "network"}, **opts)
     m.epoch_start(0, 10)
     m.relax.step_start()
     m.relax._relaxed = {0: [], 1: [], 2: [5]}  # one edge, in the last of the 3 cells

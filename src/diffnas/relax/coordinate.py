@@ -70,7 +70,7 @@ class CoordinateRelaxation(Relaxation):
         self._relaxed: dict = {}  # sample key -> sorted edge indices, for the current step
         self._snapshot: dict | None = None  # max-alpha ops at the first step of an epoch, for the log
         self._epoch_started = False
-        self._cells: list = []  # (cell type, index) of the supernet's cells (``cells_built``): sample="network" draws among them
+        self._cells: list = []  # the supernet's (cell type, index) (``cells_built``): sample="network" draws among them
 
     def cells_built(self, keys: list) -> None:
         self._cells = list(keys)
