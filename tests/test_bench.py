@@ -12,7 +12,10 @@ import torch.nn.functional as F
 from helpers import FixedBatches, batch, tiny_method
 
 from diffnas import bench
+from diffnas.catalog import resolve
 from diffnas.cli import main
+from diffnas.methods import build_method
+from diffnas.spaces import space_from_config
 from diffnas.spaces.darts import fastops
 from diffnas.spaces.darts.ops import OPS, DilConv, ReLUConvBN, SepConv
 
@@ -327,3 +330,21 @@ def test_architecture_step_skips_the_weight_gradients_of_fast_blocks(monkeypatch
     assert seen and all(seen)
     convs = [p for p, g in zip(m.weights, g_w) if p.dim() == 4]
     assert all(g is not None for p, g in zip(m.weights, g_w) if p.dim() == 4) and convs
+
+
+def test_the_derived_entry_times_the_training_step_of_the_network_every_method_starts_from():
+    r = bench.measure("derived", steps=1, warmup=1, saved_steps=1, **TINY)
+    torch.manual_seed(0)  # as measure does: the relaxation's alphas are the first draws
+    scale = {"channels": TINY["channels"], "layers": TINY["layers"]}
+    cfg = resolve("max-alpha", overrides={"search": scale, "train": {**scale, "auxiliary": 0.0}})
+    m = build_method(cfg, space_from_config(cfg), 3, 10, "cpu")
+    assert r["genotype"] == m.genotype().to_dict()  # the kept edges of max-alpha's cells, with their ops
+    assert r["phases"]["weight"]["steps"] == 1 and r["phases"]["arch"]["steps"] == 0
+    assert r["phases"]["weight"]["saved_mb"] > 0 and r["saved_mb"] == r["phases"]["weight"]["saved_mb"]
+    step = bench.DerivedStep(cfg, space_from_config(cfg), 3, 10, "cpu")
+    before = [p.detach().clone() for p in step.weights]
+    g = torch.Generator().manual_seed(0)
+    step.epoch_start(0, 1)
+    step.step((torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g)), None)
+    assert all(p.grad is not None for p in step.weights)
+    assert any(not torch.equal(a, p) for a, p in zip(before, step.weights))  # an SGD step was taken

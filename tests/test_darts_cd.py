@@ -23,9 +23,23 @@ def relaxed_now(m):
     return {c.index: list(m.relax.relaxed_edges(c.cell_type, c.index)) for c in m.net.cells}
 
 
-@pytest.mark.parametrize("shared,edges", [(True, 1), (False, 1), (True, 2)])
-def test_a_step_moves_only_the_relaxed_edges_alphas_and_op_weights(shared, edges):
-    m = tiny_method("darts-cd", search={"warmup_epochs": 0, "cd_train_shared": shared, "cd_edges": edges})
+def fed_shared_parts(relaxed) -> set:
+    """train_shared false: the shared parts a step trains (the names' first parts, with a cell's index)."""
+    fed = {c for c, es in relaxed.items() if es}
+    return {"classifier", *(("stem",) if fed & {0, 1} else ()), *(("cells", c) for c in fed)}
+
+
+@pytest.mark.parametrize(
+    "shared,edges,sample", [(True, 1, "cell"), (False, 1, "cell"), (True, 2, "cell"), (False, 1, "network"),
+                            (True, 2, "network")]
+)  # fmt: skip
+def test_a_step_moves_only_the_relaxed_edges_alphas_and_op_weights(shared, edges, sample):
+    m = tiny_method(
+        "darts-cd",
+        relax={"edges": edges, "sample": sample},
+        **{"darts-cd": {"warmup_epochs": 0, "train_shared": shared}},
+        search={"layers": 5},
+    )
     assert m.cfg.search.a_wd == 0.0
     m.epoch_start(0, 10)
     val = FixedBatches(batch(seed=1))
@@ -39,6 +53,7 @@ def test_a_step_moves_only_the_relaxed_edges_alphas_and_op_weights(shared, edges
     for c in m.net.cells:
         rows[c.cell_type].update(relaxed[c.index])
     moved_edges = set()
+    fed = fed_shared_parts(relaxed)
     for name, p in m.net.named_parameters():
         changed = not torch.equal(before[name], p.detach())
         parts = name.split(".")
@@ -54,9 +69,15 @@ def test_a_step_moves_only_the_relaxed_edges_alphas_and_op_weights(shared, edges
             else:
                 assert not changed, name  # max-alpha ops of the other edges: bitwise unchanged
         else:  # stem, preprocessing, classifier
-            assert changed == shared, name
+            part = ("cells", int(parts[1])) if parts[0] == "cells" else parts[0]
+            assert changed == (shared or part in fed), name
     assert moved_edges == {(c, e) for c, es in relaxed.items() for e in es}
-    assert all(len(es) == edges for es in relaxed.values())
+    if sample == "cell":
+        assert all(len(es) == edges for es in relaxed.values())
+    else:  # M edges in the whole network
+        assert sum(len(es) for es in relaxed.values()) == edges
+        if not shared:
+            assert len(fed) < 2 + len(relaxed)  # so some shared part stayed as it was
 
 
 def test_argmax_without_none_and_wrong_relaxation():
@@ -71,17 +92,36 @@ def test_argmax_without_none_and_wrong_relaxation():
         tiny_method("darts-cd", search={"relaxation": "softmax"})
 
 
-def test_weight_grads_are_computed_only_for_the_relaxed_edges():
-    m = tiny_method("darts-cd", search={"warmup_epochs": 0, "cd_train_shared": False})
+@pytest.mark.parametrize("phase", ["arch", "weight"])
+def test_a_phase_records_nothing_before_the_relaxed_edge_and_computes_only_the_updated_grads(phase):
+    opts = {"darts-cd": {"warmup_epochs": 0, "train_shared": False}}
+    m = tiny_method("darts-cd", relax={"sample": "network"}, **opts)
     m.epoch_start(0, 10)
     m.relax.step_start()
-    m.weight_step(batch())
-    relaxed = relaxed_now(m)
+    m.relax._relaxed = {0: [], 1: [], 2: [5]}  # one edge, in the last of the 3 cells
+    recorded = {}
+    for c in m.net.cells:
+        c.register_forward_hook(lambda mod, args, out: recorded.__setitem__(mod.index, out.requires_grad))
+    stem_out = []
+    m.net.stem.register_forward_hook(lambda mod, args, out: stem_out.append(out.requires_grad))
+    if phase == "weight":
+        m.weight_step(batch())
+    else:
+        m.arch_step(batch(seed=1), batch())
+    assert recorded == {0: False, 1: False, 2: True} and stem_out == [False]  # as under no_grad
+    assert all(p.requires_grad for p in [*m.weights, *m.arch])  # restored after the phase
     for c in m.net.cells:
         for e, edge in enumerate(c.edges):
             for p in edge.parameters():
-                assert (p.grad is not None) == (e in relaxed[c.index])
-    assert all(p.grad is None for p in m.net.stem.parameters())
+                assert (p.grad is not None) == (phase == "weight" and (c.index, e) == (2, 5))
+    trained = [*m.net.cells[2].pre0.parameters(), *m.net.cells[2].pre1.parameters(), *m.net.classifier.parameters()]
+    for p in m.weights:
+        assert (p.grad is not None) == (phase == "weight" and any(p is q for q in [*trained, *m.edge_params[(2, 5)]]))
+    if phase == "arch":  # only the relaxed edge's alpha row, of its cell type
+        t = m.net.cells[2].cell_type
+        assert all(a.grad is None for u, a in m.relax.alphas.items() if u != t)
+        g = m.relax.alphas[t].grad
+        assert g[5].abs().sum() > 0 and g[torch.arange(14) != 5].abs().sum() == 0
 
 
 def test_sampling_is_uniform_per_cell_and_reproducible():
@@ -380,3 +420,38 @@ def test_search_logs_the_relaxed_edges_and_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     resumed_steps = (tmp_path / "killed" / "steps.jsonl").read_text().splitlines()
     assert [json.loads(x)["relaxed"] for x in resumed_steps] == [s["relaxed"] for s in steps]
+
+
+@pytest.mark.parametrize(
+    "method,overrides",
+    [
+        ("darts-cd", {}),
+        ("darts-cd", {"relax": {"sample": "network"}, "darts-cd": {"train_shared": False}}),
+        ("darts-cd", {"relax": {"sample": "network", "edges": 3}}),
+        ("max-alpha", {}),
+    ],
+)
+def test_the_lean_step_equals_the_full_autograd_step_bit_for_bit(method, overrides):
+    """Within a phase only the updated tensors require grad (``lean``): the same numbers as with all of them."""
+    runs = []
+    for lean in (True, False):
+        opts = {**overrides, method: {**overrides.get(method, {}), "warmup_epochs": 1}}
+        m = tiny_method(method, search={"layers": 5}, **opts)
+        m.lean = lean
+        val = FixedBatches(batch(seed=9))
+        for epoch in (0, 1):  # the warm-up epoch (every alpha decays), then a sign flip and row-sparse Adam
+            m.epoch_start(epoch, 2)
+            for i in range(2):
+                m.step(batch(seed=10 * epoch + i), val)
+            m.epoch_end()
+        runs.append(m)
+    lean, full = runs
+    assert lean.arch_steps == full.arch_steps == 4
+    for (name, a), (_, b) in zip(lean.net.state_dict().items(), full.net.state_dict().items()):
+        assert torch.equal(a, b), name
+    for opt in ("w_opt", "a_opt"):
+        sa, sb = getattr(lean, opt).state_dict()["state"], getattr(full, opt).state_dict()["state"]
+        assert sa.keys() == sb.keys() and sa
+        for k in sa:
+            for key, v in sa[k].items():
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[k][key])), (opt, k, key)

@@ -14,6 +14,8 @@ the two updates, and the probe times each phase and counts the tensors autograd 
 backward in it (``torch.autograd.graph.saved_tensors_hooks``); whatever runs in a step
 outside every phase is ``other``. A method entry may carry its own overrides,
 ``NAME[KEY=VALUE,...]`` (e.g. ``nasp[nasp.arch_ops=selected]``), measured under that label.
+The entry ``derived`` times the retraining network's training step instead (``DerivedStep``):
+the floor a single-path method's step approaches.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ REFERENCES = {
     "nb201": {"label": "ref-nb201", "wd": 5e-4, "nesterov": True},  # ../shared/bench/ref_nb201_step.py
 }
 REFERENCE = REFERENCES["darts"]["label"]
+DERIVED = "derived"  # the training step of the derived network at the search's width and cells (DerivedStep)
 
 
 def reference_of(space: str | None) -> dict:
@@ -243,6 +246,55 @@ def _median(xs):
     return statistics.median(xs) if xs else 0.0
 
 
+class DerivedStep:
+    """The training step of the network ``diffnas train`` builds, at the search's width and cells.
+
+    Its architecture is the DARTS rule on the alphas every method of this seed starts from
+    (the relaxation is built first, from the same seed), so its cells are the kept edges of
+    the supernet's with the same ops: max-alpha runs these ops on every edge. One step is
+    what retraining does per batch (forward, loss, backward, clip, SGD), in the weight
+    phase; no auxiliary head, no drop path. Bench measures it like a method.
+    """
+
+    name = DERIVED
+
+    def __init__(self, cfg, space, in_channels: int, num_classes: int, device):
+        import torch
+
+        from .relax import build_relaxation
+
+        relax = build_relaxation(cfg.search.relaxation or "softmax", space, cfg)
+        self.genotype = relax.genotype()
+        self.cfg, self.task, self.probe = cfg, space.task, None
+        self.net = space.build_network(self.genotype, cfg, in_channels, num_classes).to(device)
+        self.weights, self.arch = list(self.net.parameters()), []
+        t = cfg.train
+        self.opt = torch.optim.SGD(self.weights, t.lr, momentum=t.momentum, weight_decay=t.wd)
+        self.epochs = 1
+
+    def steady_state_epoch(self) -> int:
+        return 0
+
+    def epoch_start(self, epoch: int, steps_per_epoch: int) -> None:
+        self.net.train()
+
+    def modules(self) -> list:
+        return [self.net]
+
+    def step(self, batch, val_batches) -> dict:
+        import torch.nn as nn
+
+        with self.probe.phase("weight") if self.probe is not None else nullcontext():
+            x, y = batch
+            loss = self.task.loss(self.net(x), y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.train.grad_clip:
+                nn.utils.clip_grad_norm_(self.weights, self.cfg.train.grad_clip)
+            self.opt.step()
+        return {"loss": loss.item()}
+
+
 def measure(
     method: str,
     space: str | None = None,
@@ -280,14 +332,17 @@ def measure(
         "search": {"channels": channels, "layers": layers, "batch_size": batch_size},
         "device": device,
     }
+    if method == DERIVED:  # the retraining network at the search's width and cells, its plain step
+        overrides["train"] = {"channels": channels, "layers": layers, "batch_size": batch_size, "auxiliary": 0.0}
     if space:
         overrides["space"] = space
     overrides = deep_merge(overrides, sets or {})
-    cfg = resolve(method, overrides=overrides)
+    cfg = resolve("darts" if method == DERIVED else method, overrides=overrides)
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
-    m = build_method(cfg, space_from_config(cfg), in_channels, num_classes, dev)
+    build = DerivedStep if method == DERIVED else build_method
+    m = build(cfg, space_from_config(cfg), in_channels, num_classes, dev)
     if epoch is None:
         # the steady state: the method says where it starts (past frozen-architecture or warm-up epochs)
         epoch = m.steady_state_epoch()
@@ -348,6 +403,7 @@ def measure(
     return {
         "method": method,
         "space": cfg.space,
+        **({"genotype": m.genotype.to_dict()} if method == DERIVED else {}),
         "device": dev.type,
         "epoch": epoch,
         "median_s": statistics.median(times),
@@ -546,7 +602,7 @@ def run_bench(
         except (ValueError, KeyError) as e:
             skipped[label] = str(e)
             continue
-        if name not in METHODS:
+        if name not in METHODS and name != DERIVED:
             skipped[label] = "not built yet (not in diffnas.methods)"
             continue
         entries[label] = (name, deep_merge(spec["sets"], own))
@@ -605,8 +661,8 @@ def run_bench(
         results[n] = res
     base = results.get("darts")
 
-    def ratio(res, key):
-        a, b = res.get(key), (base or {}).get(key)
+    def ratio(res, key, to=None):
+        a, b = res.get(key), ((base if to is None else to) or {}).get(key)
         return a / b if a is not None and b else None
 
     for res in results.values():
@@ -617,6 +673,11 @@ def run_bench(
         res["arch_time_vs_darts"] = ratio(res, "arch_s")
         res["weight_time_vs_darts"] = ratio(res, "weight_s")
         res["saved_vs_darts"] = ratio(res, "saved_mb")
+        if DERIVED in results:  # a single-path method against the floor it approaches
+            derived = results[DERIVED]
+            res["time_vs_derived"] = ratio(res, "median_s", derived)
+            res["cpu_time_vs_derived"] = ratio(res, "cpu_median_s", derived)
+            res["step_memory_vs_derived"] = ratio(res, "step_mb", derived)
     return {
         "machine": machine(),
         "config": {k: v for k, v in spec.items() if k != "method"} | {"rounds": rounds},
@@ -677,11 +738,13 @@ def format_table(report: dict) -> str:
         f"{'method':{width}s} {'step s':>8s} {'x darts':>8s} {'cpu s':>8s} {'x darts':>8s} "
         f"{'arch s':>8s} {'weight s':>8s} {'other s':>8s} "
         f"{'memory MB':>10s} {'x darts':>8s} {'step MB':>8s} {'x darts':>8s} "
-        f"{'saved MB':>9s} {'x darts':>8s} {'arch MB':>8s} {'weight MB':>9s}",
+        f"{'saved MB':>9s} {'x darts':>8s} {'arch MB':>8s} {'weight MB':>9s}"
+        + (f" {'x derived':>9s}" if DERIVED in report["results"] else ""),
         f"(memory: {mem}; step MB: peak minus the process before its first step; cpu s: process CPU time;",
         " arch s / weight s / other s: median seconds per step in each phase (0 where a step has none);"
         " saved MB: tensors saved for backward per step, distinct storages, parameters excluded; arch MB /"
-        " weight MB: of which in that phase)",
+        " weight MB: of which in that phase"
+        + ("; x derived: cpu s against the derived network's training step)" if DERIVED in report["results"] else ")"),
     ]
 
     def fmt(v, spec):
@@ -696,6 +759,7 @@ def format_table(report: dict) -> str:
             f"{fmt(r['step_mb'], '.0f'):>8s} {fmt(r['step_memory_vs_darts'], '.2f'):>8s} "
             f"{fmt(r.get('saved_mb'), '.1f'):>9s} {fmt(r.get('saved_vs_darts'), '.2f'):>8s} "
             f"{fmt(r.get('arch_saved_mb'), '.1f'):>8s} {fmt(r.get('weight_saved_mb'), '.1f'):>9s}"
+            + (f" {fmt(r.get('cpu_time_vs_derived'), '.2f'):>9s}" if DERIVED in report["results"] else "")
         )
     for n, why in report["skipped"].items():
         lines.append(f"{n:{width}s} skipped: {why}")

@@ -44,6 +44,26 @@ def set_grads(params, grads) -> None:
         p.grad = g
 
 
+@contextlib.contextmanager
+def only_requiring_grad(wanted, among):
+    """Within: of the tensors ``among``, only those in ``wanted`` require grad (restored after).
+
+    Autograd then pays only for what a step updates: an op none of whose inputs requires
+    grad is not recorded (a frozen stem and every cell before the first updated part run as
+    under ``no_grad``), and ops whose weights are not wanted save nothing for their weight
+    gradients. The gradients of ``wanted`` are the same, bit for bit.
+    """
+    keep = {id(p) for p in wanted}
+    changed = [p for p in among if p.requires_grad and id(p) not in keep]
+    for p in changed:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in changed:
+            p.requires_grad_(True)
+
+
 class SearchMethod:
     name = ""
     help = ""
@@ -196,7 +216,9 @@ class SearchMethod:
         with torch.no_grad():
             for a, frozen, values, moments in kept:
                 a[frozen] = values
-                st = self.a_opt.state[a]
+                st = self.a_opt.state.get(a)
+                if not st:  # no gradient (e.g. no edge of this cell type relaxed): no step, maybe no state yet
+                    continue
                 for k in ("exp_avg", "exp_avg_sq"):
                     st[k][frozen] = moments[k] if k in moments else 0.0
         self.arch_steps += 1

@@ -1,13 +1,18 @@
 """DARTS-CD (Ahn, Hong, Kim, IEEE Access 2021): coordinate descent over edges; max-alpha; warm-up.
 
 ``darts-cd``: per step the ``coordinate`` relaxation samples the relaxed edge(s) of
-each cell (equation 2, Algorithm 1); the architecture step (first order, as in the
-paper) and the weight step both see that sample. Only the relaxed edges' op
-parameters get a weight update (every other edge's max-alpha op is left exactly as
-it is, momentum and weight decay included), plus the stem, the cell preprocessing and
-the classifier, which belong to no edge (``darts-cd.train_shared``). After the
-warm-up, only the relaxed edges' alphas move: the Adam step is restricted to their
-rows (the other rows' values and Adam moments are kept, as a lazy/sparse Adam does).
+each cell, or of the whole network (``relax.sample``; equation 2, Algorithm 1); the
+architecture step (first order, as in the paper) and the weight step both see that
+sample. Only the relaxed edges' op parameters get a weight update (every other edge's
+max-alpha op is left exactly as it is, momentum and weight decay included), plus the
+parts that belong to no edge (stem, cell preprocessing, classifier): every step, or only
+with the relaxed edges they feed (``darts-cd.train_shared``). After the warm-up, only the
+relaxed edges' alphas move: the Adam step is restricted to their rows (the other rows'
+values and Adam moments are kept, as a lazy/sparse Adam does).
+
+Both methods pay only for what a phase updates (``lean``): within a phase only the
+updated tensors require grad, so autograd records nothing before the first of them
+and keeps nothing for weight gradients nobody asks for (``only_requiring_grad``).
 
 ``max-alpha``: every edge runs its max-alpha op; weights and alphas (through the
 straight-through one-hot) all learn each step.
@@ -23,10 +28,12 @@ the coordinate relaxation's own.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 
-from .base import accuracy
+from .base import accuracy, only_requiring_grad
 from .darts import DARTS
 
 # the paper's values of the shared keys
@@ -55,6 +62,20 @@ class _SignWarmup(DARTS):
         "warmup_epochs": 10,  # sign inversion after each of the first W epochs
         "warmup_a_wd": 1e-3,  # alpha weight decay during the warm-up
     }
+
+    lean = True  # each phase records autograd only for what it updates (False: everything requires grad, as before)
+
+    def recording(self, params):
+        """The context of a phase that updates ``params``: nothing else of the weights and alphas requires grad."""
+        return only_requiring_grad(params, [*self.weights, *self.arch]) if self.lean else contextlib.nullcontext()
+
+    def arch_step(self, val_batch, train_batch) -> dict:
+        with self.recording(self.arch):
+            return super().arch_step(val_batch, train_batch)
+
+    def weight_step(self, batch) -> dict:
+        with self.recording(self.weights):
+            return super().weight_step(batch)
 
     @property
     def in_warmup(self) -> bool:
@@ -93,11 +114,13 @@ class DARTSCD(_SignWarmup):
     help = "DARTS-CD: one softmax-relaxed edge per cell and step, max-alpha ops elsewhere; warm-up sign flips"
     relaxation = "coordinate"
     requires = frozenset({"sign-flip", "edge-sampling"})
-    options = {"train_shared": True}  # stem, preprocessing and classifier get a weight update every step
+    # stem, preprocessing and classifier: a weight update every step (true) or only with the relaxed edges they feed
+    options = {"train_shared": True}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.edge_params = self.net.edge_parameters()
+        self.shared = self.net.shared_parameters()
         on_edges = {id(p) for ps in self.edge_params.values() for p in ps}
         self.shared_params = [p for p in self.weights if id(p) not in on_edges]
 
@@ -109,18 +132,30 @@ class DARTSCD(_SignWarmup):
         return rows
 
     def trainable_weights(self) -> list[nn.Parameter]:
-        """The weights updated in this step: the relaxed edges' ops (+ the shared stem/preprocess/classifier)."""
-        params = list(self.shared_params) if self.opts.train_shared else []
-        for cell_type, index in self.net.cell_keys():
-            for e in self.relax.relaxed_edges(cell_type, index):
+        """The weights updated in this step: the relaxed edges' ops and the shared parts (``train_shared``).
+
+        ``train_shared`` false: a cell's preprocessing moves with the relaxed edges of its cell
+        (it feeds all of them), the stem with those of cells 0 and 1 (it is their input), the
+        classifier every step (every edge feeds it; its gradient records nothing before it).
+        """
+        relaxed = {index: self.relax.relaxed_edges(t, index) for t, index in self.net.cell_keys()}
+        if self.opts.train_shared:
+            params = list(self.shared_params)
+        else:
+            fed = [index for index, edges in relaxed.items() if edges]
+            params = [*(self.shared["stem"] if min(fed, default=2) <= 1 else []), *self.shared["classifier"]]
+            params += [p for index in fed for p in self.shared[index]]
+        for index, edges in relaxed.items():
+            for e in edges:
                 params += self.edge_params[(index, e)]
         return params
 
     def weight_step(self, batch) -> dict:
         params = self.trainable_weights()
-        loss, logits = self.loss(batch)
-        # gradients of the other edges' ops are never computed; their .grad is None, so SGD skips them
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        with self.recording(params):
+            loss, logits = self.loss(batch)
+            # gradients of the other edges' ops are never computed; their .grad is None, so SGD skips them
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
         for p in self.weights:
             p.grad = None
         self.apply_weight_grads(params, grads)

@@ -88,6 +88,9 @@ class Relaxation(nn.Module):
         return self.space.derive(self.genotype_weights())
 
     # hooks a relaxation with state (sampling, pruning, sign flips) may use
+    def cells_built(self, keys: list) -> None:
+        """The supernet's cells, [(cell type, cell index)], once it is built (sampling over the whole network)."""
+
     def epoch_start(self, epoch: int) -> None:
         pass
 

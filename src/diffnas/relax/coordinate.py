@@ -4,8 +4,11 @@
 edges (M = 1 in the paper) are sampled uniformly; a sampled edge is the softmax
 mixture of all its ops, every other edge runs only its max-alpha op with weight 1
 (no alpha dependence, so its alphas get no gradient). The sample is drawn per cell,
-inside each cell's forward pass as in Algorithm 1 (``sample="cell"``), or once per
-cell type for all cells of that type (``sample="cell_type"``).
+inside each cell's forward pass as in Algorithm 1 (``sample="cell"``), once per
+cell type for all cells of that type (``sample="cell_type"``), or once for the whole
+network (``sample="network"``: M edges among all cells' edges, the abstract's "one
+edge per training step"; the cheapest reading, since every cell without a relaxed edge
+is a single path).
 
 ``max-alpha`` (the paper's ablation): every edge runs only its max-alpha op. Its
 weight is a straight-through one-hot: exactly 1 in the forward pass, the gradient of
@@ -32,7 +35,7 @@ from ..errors import ConfigError
 from ..spaces import Mixing, SearchSpace
 from .base import Relaxation
 
-SAMPLE_MODES = ("cell", "cell_type")
+SAMPLE_MODES = ("cell", "cell_type", "network")
 
 
 class CoordinateRelaxation(Relaxation):
@@ -41,7 +44,7 @@ class CoordinateRelaxation(Relaxation):
     name = "coordinate"
     options = {
         "edges": 1,  # M: relaxed edges per cell and step
-        "sample": "cell",  # cell (Algorithm 1) | cell_type
+        "sample": "cell",  # cell (Algorithm 1) | cell_type | network (M edges in the whole network)
         "argmax_none": True,  # the max-alpha op may be `none` (the edge then runs nothing)
     }
     provides = frozenset({"sign-flip", "edge-sampling"})
@@ -67,6 +70,10 @@ class CoordinateRelaxation(Relaxation):
         self._relaxed: dict = {}  # sample key -> sorted edge indices, for the current step
         self._snapshot: dict | None = None  # max-alpha ops at the first step of an epoch, for the log
         self._epoch_started = False
+        self._cells: list = []  # the supernet's (cell type, index) (``cells_built``): sample="network" draws among them
+
+    def cells_built(self, keys: list) -> None:
+        self._cells = list(keys)
 
     # -- which ops run ---------------------------------------------------------------------
     def max_alpha_ops(self, cell_type: str) -> torch.Tensor:
@@ -80,15 +87,27 @@ class CoordinateRelaxation(Relaxation):
     def _sample_key(self, cell_type: str, cell_index: int) -> int:
         return cell_index if self.sample == "cell" else -1 - self.cell_types.index(cell_type)
 
+    def _draw(self, key: int, n: int) -> list[int]:
+        """M distinct indices of range(n), uniform: a pure function of (seed, step, key), so reproducible on
+        resume and independent of call order."""
+        mixed = ((self.seed * 1_000_003 + int(self.steps)) * 8191 + key + 4096) % (2**62)
+        g = torch.Generator().manual_seed(mixed)
+        return sorted(torch.randperm(n, generator=g)[: self.num_relaxed].tolist())
+
     def relaxed_edges(self, cell_type: str, cell_index: int) -> list[int]:
         """The edges relaxed in this step in cell ``cell_index`` (sorted); M distinct edges, uniform."""
+        if self.sample == "network":
+            if not self._relaxed:
+                if not self._cells:
+                    raise ConfigError("relax.sample=network needs a supernet that names its cells (cells_built)")
+                E = self.space.num_edges
+                self._relaxed = {index: [] for _, index in self._cells}
+                for k in self._draw(-4096, len(self._cells) * E):  # (a key no cell or cell type uses)
+                    self._relaxed[self._cells[k // E][1]].append(k % E)
+            return self._relaxed[cell_index]
         key = self._sample_key(cell_type, cell_index)
         if key not in self._relaxed:
-            # a pure function of (seed, step, cell): reproducible on resume, independent of call order
-            mixed = ((self.seed * 1_000_003 + int(self.steps)) * 8191 + key + 4096) % (2**62)
-            g = torch.Generator().manual_seed(mixed)
-            perm = torch.randperm(self.space.num_edges, generator=g)
-            self._relaxed[key] = sorted(perm[: self.num_relaxed].tolist())
+            self._relaxed[key] = self._draw(key, self.space.num_edges)
         return self._relaxed[key]
 
     def single_path_weights(self, cell_type: str, top: torch.Tensor) -> torch.Tensor:
@@ -133,7 +152,7 @@ class CoordinateRelaxation(Relaxation):
 
     def record(self) -> dict:
         rec: dict = {}
-        if self.sample == "cell":
+        if self.sample in ("cell", "network"):
             rec["relaxed"] = [self._relaxed[k] for k in sorted(k for k in self._relaxed if k >= 0)]
         else:
             rec["relaxed"] = {t: self._relaxed.get(self._sample_key(t, 0), []) for t in self.cell_types}

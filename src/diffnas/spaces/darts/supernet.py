@@ -133,6 +133,7 @@ class Supernet(nn.Module):
         self.stem = make_stem(in_channels, stem_multiplier * channels)
         self.cells = nn.ModuleList(SearchCell(s, relax) for s in self.plan)
         self.classifier = nn.Linear(self.plan[-1].c * nodes, num_classes)
+        relax.cells_built(self.cell_keys())
 
     def autocast_dtype(self, x: torch.Tensor):
         """The autocast dtype for an input on ``x``'s device, or None for float32."""
@@ -179,6 +180,12 @@ class Supernet(nn.Module):
     def edge_parameters(self) -> dict:
         """{(cell index, edge): the parameters of that edge's ops}; every other weight is shared by no edge."""
         return {(cell.index, e): list(edge.parameters()) for cell in self.cells for e, edge in enumerate(cell.edges)}
+
+    def shared_parameters(self) -> dict:
+        """The weights of no edge: {"stem": [...], "classifier": [...], cell index: its input preprocessing}."""
+        shared = {"stem": list(self.stem.parameters()), "classifier": list(self.classifier.parameters())}
+        shared.update({cell.index: [*cell.pre0.parameters(), *cell.pre1.parameters()] for cell in self.cells})
+        return shared
 
     def edge_shapes(self, input_shape) -> list:
         """Per cell: (cell type, [(channels, height, width, stride) per edge]) of the edges' op inputs.

@@ -1,0 +1,94 @@
+"""DARTS-CD's cost claim at the paper's scale (issue 22): two `diffnas bench` runs, 8 and 20 cells.
+
+B=64, 32x32 inputs with 3 channels, C=16, 10 classes, the DARTS space (with `none`),
+`search.epochs=25`; each method at its steady state, in a fresh process. Entries:
+
+- `darts` (first order), the yardstick;
+- `darts-cd`: the default reading, one relaxed edge per cell, the shared parts (stem,
+  preprocessing, classifier) trained every step;
+- `darts-cd[relax.sample=network,darts-cd.train_shared=false]`: the paper's cost reading,
+  one relaxed edge per training step in the whole network, the shared parts trained only
+  with the edge they feed;
+- `darts-cd[relax.sample=network]`: one edge per step, shared parts every step;
+- `max-alpha` and `derived` (the training step of the derived network with the same cells
+  and width: the floor of a single-path step).
+
+Then the issue's checks, from the two runs' medians (CPU time of the one-thread process,
+the figure to trust on a shared machine; step MB = peak minus the process before its first
+step): at 8 cells the paper reading at most 0.15x darts's time and step memory, max-alpha
+at most 1.5x derived; a 25-epoch 20-cell search of the paper reading at most 1/4 of a
+50-epoch 8-cell darts search, its step memory at most 1/3 of that darts's.
+
+    flock /tmp/diffnas-heavy.lock python benchmarks/darts_cd_paper_cost.py       [--tiny: a seconds-long check]
+
+is, per cell count L in 8 20,
+
+    diffnas bench --methods "$METHODS" --space darts --channels 16 --layers L --batch-size 64 \\
+        --image-size 32 --in-channels 3 --rounds 1 --steps 2 --warmup 1 --saved-steps 1 --set search.epochs=25
+
+with METHODS the entries above, comma-separated
+(one thread per process) and writes benchmarks/results/darts_cd_paper_cost.json.
+"""
+
+from __future__ import annotations
+
+from proxy import bench, bench_args, write
+
+PAPER_READING = "darts-cd[relax.sample=network,darts-cd.train_shared=false]"
+METHODS = ["darts", "darts-cd", PAPER_READING, "darts-cd[relax.sample=network]", "max-alpha", "derived"]
+SCALE = {"channels": 16, "batch_size": 64, "image_size": 32, "in_channels": 3}
+SETS = {"search": {"epochs": 25}}
+CELLS = (8, 20)
+
+
+def checks(reports: dict, cd: str = PAPER_READING) -> dict:
+    """The issue's done-when figures (None where an entry failed), each with its bound."""
+    r8, r20 = reports[8]["results"], reports[20]["results"]
+
+    def get(results, name, key):
+        return (results.get(name) or {}).get(key)
+
+    def ratio(a, b, factor=1.0):
+        return None if a is None or not b else factor * a / b
+
+    darts8_s, darts8_mb = get(r8, "darts", "cpu_median_s"), get(r8, "darts", "step_mb")
+    derived8_s, derived20_s = get(r8, "derived", "cpu_median_s"), get(r20, "derived", "cpu_median_s")
+    out = {
+        "cd_8_time_vs_darts_8": (ratio(get(r8, cd, "cpu_median_s"), darts8_s), 0.15),
+        "cd_8_step_mb_vs_darts_8": (ratio(get(r8, cd, "step_mb"), darts8_mb), 0.15),
+        "default_8_time_vs_darts_8": (ratio(get(r8, "darts-cd", "cpu_median_s"), darts8_s), None),
+        "default_8_step_mb_vs_darts_8": (ratio(get(r8, "darts-cd", "step_mb"), darts8_mb), None),
+        "max_alpha_8_time_vs_derived_8": (ratio(get(r8, "max-alpha", "cpu_median_s"), derived8_s), 1.5),
+        # a search's time: epochs x steps per epoch (the same data) x step time
+        "cd_20_25ep_search_vs_darts_8_50ep": (ratio(get(r20, cd, "cpu_median_s"), darts8_s, 25 / 50), 0.25),
+        "cd_20_step_mb_vs_darts_8": (ratio(get(r20, cd, "step_mb"), darts8_mb), 1 / 3),
+        "default_20_25ep_search_vs_darts_8_50ep": (
+            ratio(get(r20, "darts-cd", "cpu_median_s"), darts8_s, 25 / 50), None),
+        "default_20_step_mb_vs_darts_8": (ratio(get(r20, "darts-cd", "step_mb"), darts8_mb), None),
+        "max_alpha_20_time_vs_derived_20": (ratio(get(r20, "max-alpha", "cpu_median_s"), derived20_s), 1.5),
+    }  # fmt: skip
+    return {k: {"value": v, "at_most": bound, "met": None if v is None or bound is None else v <= bound}
+            for k, (v, bound) in out.items()}  # fmt: skip
+
+
+def main() -> None:
+    args = bench_args(__doc__, METHODS, rounds=1, steps=2).parse_args()
+    args.saved_steps = min(args.saved_steps, 1)
+    reports = {}
+    for cells in CELLS:
+        layers = 3 if args.tiny else cells
+        reports[cells] = bench(args, {**SCALE, "layers": layers}, SETS, log_prefix=f"[{cells} cells] ", space="darts")
+    result = {
+        "command": "flock /tmp/diffnas-heavy.lock python benchmarks/darts_cd_paper_cost.py",
+        "reports": {str(c): r for c, r in reports.items()},
+        "checks": checks(reports),
+    }
+    write(args, "darts_cd_paper_cost.json", result, tables={f"{c} cells": r for c, r in reports.items()})
+    for name, c in result["checks"].items():
+        value = "-" if c["value"] is None else f"{c['value']:.3f}"
+        bound = "" if c["at_most"] is None else f" (at most {c['at_most']:.3f}: {'met' if c['met'] else 'NOT met'})"
+        print(f"{name:40s} {value}{bound}")
+
+
+if __name__ == "__main__":
+    main()
