@@ -201,7 +201,7 @@ def test_rsws_ranks_by_shared_weight_accuracy_and_returns_the_best(monkeypatch):
         skips = sum(op == "skip_connect" for op, _ in m.relax.architecture.cells["normal"])
         return {"loss": 0.0, "acc": float(skips), "n": 1}
 
-    monkeypatch.setattr(m.space, "task", types.SimpleNamespace(evaluate=evaluate, metric="acc"))
+    monkeypatch.setattr(m.space.task, "evaluate", evaluate)
     ranked = m.rank([batch(), batch(seed=2)])
     assert len(ranked) == 12
     best = max(ranked, key=lambda r: r["val_acc"])  # the first of equals
