@@ -158,6 +158,7 @@ SETUPS = [(m, {}) for m in METHODS if m not in ("random", "rsws")] + [
     ("darts", {"reg": {"admm": 0.1}}),
     ("darts", {"reg": {"size": 0.1}}),
     ("darts-cd", {"relax": {"argmax_none": False}}),
+    ("darts-cd", {"relax": {"sample": "network"}, "darts-cd": {"train_shared": False}}),
 ]
 
 

@@ -143,12 +143,11 @@ class DARTSCD(_SignWarmup):
             params = list(self.shared_params)
         else:
             fed = [index for index, edges in relaxed.items() if edges]
-            params = [*(self.shared["stem"] if min(fed, default=2) <= 1 else []), *self.shared["classifier"]]
-            params += [p for index in fed for p in self.shared[index]]
+            params = list({id(p): p for key in ("classifier", *fed) for p in self.shared.get(key, [])}.values())
         for index, edges in relaxed.items():
             for e in edges:
                 params += self.edge_params[(index, e)]
-        return params
+        return list({id(p): p for p in params}.values())  # once each (a recurrent node's edges share a matrix)
 
     def weight_step(self, batch) -> dict:
         params = self.trainable_weights()

@@ -182,9 +182,12 @@ class Supernet(nn.Module):
         return {(cell.index, e): list(edge.parameters()) for cell in self.cells for e, edge in enumerate(cell.edges)}
 
     def shared_parameters(self) -> dict:
-        """The weights of no edge: {"stem": [...], "classifier": [...], cell index: its input preprocessing}."""
-        shared = {"stem": list(self.stem.parameters()), "classifier": list(self.classifier.parameters())}
-        shared.update({cell.index: [*cell.pre0.parameters(), *cell.pre1.parameters()] for cell in self.cells})
+        """The weights of no edge, by what they feed: {"classifier": [...] (every edge), cell index: the parts
+        whose output is that cell's input (its preprocessing; the stem for cells 0 and 1)}."""
+        shared = {"classifier": list(self.classifier.parameters())}
+        for cell in self.cells:
+            stem = list(self.stem.parameters()) if cell.index <= 1 else []
+            shared[cell.index] = [*stem, *cell.pre0.parameters(), *cell.pre1.parameters()]
         return shared
 
     def edge_shapes(self, input_shape) -> list:

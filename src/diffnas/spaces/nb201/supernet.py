@@ -165,6 +165,7 @@ class Supernet(DartsSupernet):
         self.layers = nn.ModuleList(layers)
         self.cells = cells  # (registered through layers)
         self.lastact, self.classifier = head(c_prev, num_classes)
+        relax.cells_built(self.cell_keys())
 
     def _forward(self, x):
         x = self.stem(x)
@@ -174,6 +175,18 @@ class Supernet(DartsSupernet):
 
     def edge_parameters(self) -> dict:
         return {(cell.index, e): list(edge.parameters()) for cell in self.cells for e, edge in enumerate(cell.edges)}
+
+    def shared_parameters(self) -> dict:
+        """The weights of no edge, by what they feed: {"classifier": the head, cell index: the stem (first cell)
+        or the reduction block right before that cell}."""
+        shared = {"classifier": [*self.lastact.parameters(), *self.classifier.parameters()]}
+        before = list(self.stem.parameters())
+        for layer in self.layers:
+            if isinstance(layer, SearchCell):
+                shared[layer.index], before = before, []
+            else:
+                before = list(layer.parameters())
+        return shared
 
     def edge_shapes(self, input_shape) -> list:
         raise NotImplementedError("the nb201 space has no latency table (it does not provide edge-shapes)")

@@ -14,6 +14,7 @@ class Supernet(LanguageModel):
         cell = SearchCell(relax, s.channels, space.nodes, s.dropouth, s.dropoutx)
         super().__init__(cell, vocab, s.channels, {k: s[k] for k in DROPOUTS}, ar=s.ar, tar=s.tar)
         self.relax = relax
+        relax.cells_built(self.cell_keys())
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.relax.parameters()}
@@ -24,6 +25,12 @@ class Supernet(LanguageModel):
 
     def cell_keys(self) -> list[tuple[str, int]]:
         return [(CELL_TYPE, 0)]
+
+    def shared_parameters(self) -> dict:
+        """The weights of no edge (embedding = tied decoder, the first state's matrix, BN): they feed every
+        edge, so they go with all of them."""
+        on_edges = {id(p) for ps in self.edge_parameters().values() for p in ps}
+        return {"classifier": [p for p in self.weight_parameters() if id(p) not in on_edges]}
 
     def edge_parameters(self) -> dict:
         """{(0, edge): [its node's matrix]}: a node's incoming edges share one matrix (the reference's search)."""
