@@ -65,6 +65,8 @@ def _overrides(args, scale: str | None) -> dict:
         section = {f: getattr(args, f) for f in SCALE_FLAGS if getattr(args, f, None) is not None}
         if getattr(args, "nodes", None) is not None:
             section["nodes"] = args.nodes
+        if getattr(args, "protocol", None):
+            section["protocol"] = args.protocol
         if section:
             out[scale] = section
     search_parts, reg = _parts(args)
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--genotype", help="genotype.json or a search run directory")
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed retraining")
+    p.add_argument("--protocol", help="the space's named retraining protocol: cifar (default) | imagenet | imagenet-pc")
     _add_common(p, "train")
 
     p = sub.add_parser("run", help="search, derive, retrain and report in one go")

@@ -33,6 +33,7 @@ IMAGE_DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder"
 
 # DARTS's evaluation protocol (the paper's CIFAR-10 retraining): the network a genotype is retrained as
 DARTS_TRAIN = {
+    "protocol": "cifar",  # the named protocol these values came from (``--protocol``, see PROTOCOLS)
     "epochs": 600,
     "batch_size": 96,
     "channels": 36,
@@ -46,7 +47,46 @@ DARTS_TRAIN = {
     "crop_padding": None,
     "drop_path": 0.2,
     "auxiliary": 0.4,  # weight of the auxiliary head's loss; 0 turns the head off
+    "stem": "cifar",  # cifar: one 3x3 convolution | imagenet: three stride-2 convolutions to 28x28
+    "label_smoothing": 0.0,  # of the training loss (the test loss is plain cross-entropy)
+    "lr_schedule": "cosine",  # cosine (to lr_min) | exponential (x lr_gamma per epoch) | linear (PC-DARTS)
+    "lr_gamma": 0.97,
+    "warmup_epochs": 0,  # linear learning-rate warm-up over the first epochs
+    "pipeline": "memory",  # memory: decoded once, held as uint8 | stream: decoded per batch (data/stream.py)
+    "crop_size": 224,  # stream: random resized crop for training, resize crop_size * 8/7 + centre crop for tests
+    "workers": 4,  # stream: decoding processes
 }
+
+# DARTS's mobile setting (quark0/darts train_imagenet.py): 14 cells of 48 channels on the ImageNet stem
+IMAGENET_TRAIN = {
+    "protocol": "imagenet",
+    "epochs": 250,
+    "batch_size": 128,
+    "channels": 48,
+    "layers": 14,
+    "lr": 0.1,
+    "wd": 3e-5,
+    "cutout": 0,
+    "drop_path": 0.0,
+    "auxiliary": 0.4,
+    "stem": "imagenet",
+    "label_smoothing": 0.1,
+    "lr_schedule": "exponential",
+    "lr_gamma": 0.97,
+    "pipeline": "stream",
+}
+
+# PC-DARTS's ImageNet retraining (its train_imagenet.py): a large batch, warm-up, then linear decay
+IMAGENET_PC_TRAIN = {
+    **IMAGENET_TRAIN,
+    "protocol": "imagenet-pc",
+    "batch_size": 1024,
+    "lr": 0.5,
+    "warmup_epochs": 5,
+    "lr_schedule": "linear",
+}
+
+PROTOCOLS = {"cifar": DARTS_TRAIN, "imagenet": IMAGENET_TRAIN, "imagenet-pc": IMAGENET_PC_TRAIN}
 
 
 def _same(ops) -> dict:
@@ -70,6 +110,7 @@ class DartsCellSpace(SearchSpace):
         }
     )
     defaults = {"train": DARTS_TRAIN}
+    protocols = PROTOCOLS
     cell_types = CELL_TYPES
     candidate_ops: dict = {}
 
@@ -186,7 +227,15 @@ class DartsCellSpace(SearchSpace):
         from .network import DerivedNetwork
 
         t = cfg.train
-        return DerivedNetwork(architecture, t.channels, t.layers, num_classes, in_channels, auxiliary=t.auxiliary > 0)
+        return DerivedNetwork(
+            architecture,
+            t.channels,
+            t.layers,
+            num_classes,
+            in_channels,
+            auxiliary=t.auxiliary > 0,
+            stem=t.get("stem", "cifar"),
+        )
 
     def describe(self) -> str:
         return self.help
