@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parts(p)
     _add_common(p, None)
 
+    p = sub.add_parser("subset", help="a seeded per-class sample of DIR/train as a file list (not copies)")
+    p.add_argument("--data-dir", required=True, help="the image folder (DIR/train/<class>/...)")
+    p.add_argument("--per-class", type=float, required=True, help="fraction of each class's images, e.g. 0.1")
+    p.add_argument("--exclude", help="a file list whose images are never drawn (a disjoint second sample)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the file list to write (search.train_list / search.val_list)")
+
     p = sub.add_parser("show", help="print a genotype and draw its cells (and the architecture weights of a run)")
     p.add_argument("target", help="a run directory or a genotype.json")
     p.add_argument("--benchmark", metavar="CSV", help="look the architecture up in this table")
@@ -220,6 +227,10 @@ def _dispatch(args, parser) -> int:
         print(f"wrote {n} architectures to {args.out}")
         return 0
 
+    if args.command == "subset":
+        n = api.subset(args.data_dir, args.per_class, args.out, seed=args.seed, exclude=args.exclude)
+        print(f"wrote {n} images to {args.out}")
+        return 0
     if args.command == "report":
         print(api.report(args.target, args.out))
         return 0

@@ -160,26 +160,27 @@ def per_class_subset(split_dir, fraction: float, seed: int, exclude: Sequence[st
 
 
 class FolderImages(Dataset):
-    """Decodes ``dataset[(index, epoch)]``: (uint8 [3, crop, crop], label, None), or (None, label, why) when
-    the file cannot be read. ``train``: the training transforms, seeded by (seed, epoch, index)."""
+    """Decodes ``dataset[(index, epoch, augment)]``: (uint8 [3, crop, crop], label, None), or (None, label, why)
+    when the file cannot be read. ``augment``: the training transforms, seeded by (seed, epoch, index); else
+    the test transform."""
 
-    def __init__(self, paths: list[str], labels: list[int], crop: int, train: bool, seed: int = 0):
-        self.paths, self.labels, self.crop, self.train, self.seed = paths, labels, int(crop), train, int(seed)
+    def __init__(self, paths: list[str], labels: list[int], crop: int, seed: int = 0):
+        self.paths, self.labels, self.crop, self.seed = paths, labels, int(crop), int(seed)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, key):
-        index, epoch = key
+        index, epoch, augment = key
         from PIL import Image
 
         path = self.paths[index]
         try:
             with Image.open(path) as im:
-                if not self.train:
+                if not augment:
                     im.draft("RGB", (self.crop, self.crop))  # JPEG: decode at a reduced scale still >= the crop
                 img = im.convert("RGB")
-            if self.train:
+            if augment:
                 rng = np.random.default_rng([self.seed, epoch, index])
                 img = random_resized_crop(img, self.crop, rng)
                 if rng.random() < 0.5:
@@ -227,9 +228,9 @@ class StreamedFolder:
     def train_y(self) -> list[int]:
         return self.train.labels
 
-    def eval_batches(self, images: FolderImages, batch_size: int, part: slice, device) -> Iterator:
-        """``images[part]`` in order, test-transformed and normalized (unreadable ones skipped and counted)."""
-        keys = [(i, 0) for i in range(len(images))[part]]
+    def eval_batches(self, images: FolderImages, indices: Sequence[int], batch_size: int, device) -> Iterator:
+        """``images[indices]`` in order, test-transformed and normalized (unreadable ones skipped with a warning)."""
+        keys = [(int(i), 0, False) for i in indices]
         batches = [keys[i : i + batch_size] for i in range(0, len(keys), batch_size)]
         mean, std = _stats(self.mean, device), _stats(self.std, device)
         for x, y, bad in _loader(images, batches, self.workers):
@@ -248,8 +249,8 @@ def load_streamed(root, crop: int, workers: int, seed: int = 0, train_list=None)
     test_paths, test_labels, _ = list_images(test_dir, classes=classes)
     return StreamedFolder(
         "imagefolder",
-        FolderImages(paths, labels, crop, True, seed),
-        FolderImages(test_paths, test_labels, crop, False, seed),
+        FolderImages(paths, labels, crop, seed),
+        FolderImages(test_paths, test_labels, crop, seed),
         classes,
         int(crop),
         int(workers),
@@ -297,7 +298,7 @@ class ImageStream:
     def __len__(self) -> int:
         return self.steps_per_epoch
 
-    def _batches(self, epoch: int, start: int) -> list[list[tuple[int, int]]]:
+    def _batches(self, epoch: int, start: int) -> list[list[tuple[int, int, bool]]]:
         g = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
         order = self.indices[torch.randperm(len(self.indices), generator=g)].tolist()
         rank, world = self.part
@@ -307,7 +308,7 @@ class ImageStream:
             per = len(batch) // world
             if per == 0:
                 raise DataError(f"a batch of {len(batch)} images cannot be split over {world} processes")
-            out.append([(i, epoch) for i in batch[rank * per : (rank + 1) * per]])
+            out.append([(i, epoch, True) for i in batch[rank * per : (rank + 1) * per]])
         return out
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -121,8 +121,8 @@ class TrainJob:
             device=self.device,
             part=(distributed.rank(), distributed.world_size()),
         )
-        part = distributed.shard_range(len(data.test))
-        self.test_batches = lambda: data.eval_batches(data.test, 256, part, self.device)
+        part = range(len(data.test))[distributed.shard_range(len(data.test))]
+        self.test_batches = lambda: data.eval_batches(data.test, part, 256, self.device)
 
     def run_epoch(self, epoch: int) -> dict:
         t = self.cfg.train

@@ -113,6 +113,7 @@ class DartsCellSpace(SearchSpace):
     protocols = PROTOCOLS
     cell_types = CELL_TYPES
     candidate_ops: dict = {}
+    stem = "cifar"  # the supernet's stem (network.build_stem)
 
     def __init__(self, nodes: int = 4, edges_per_node: int = 2, ops: dict | None = None):
         self.ops = {t: tuple(v) for t, v in (ops or self.candidate_ops).items()}
@@ -187,7 +188,8 @@ class DartsCellSpace(SearchSpace):
         from .supernet import Supernet
 
         s = cfg.search
-        return Supernet(relax, s.channels, s.layers, num_classes, in_channels, precision=cfg.get("precision", "auto"))
+        precision = cfg.get("precision", "auto")
+        return Supernet(relax, s.channels, s.layers, num_classes, in_channels, precision=precision, stem=self.stem)
 
     def derive(self, weights: dict, generator=None):
         from .genotype import derive_genotype
@@ -245,6 +247,46 @@ class DartsSpace(DartsCellSpace):
     name = "darts"
     help = "DARTS CNN cell: 8 ops incl. none, 4 nodes, 14 edges (DARTS, DARTS-CD, PC-DARTS, RARTS)"
     candidate_ops = _same(DARTS_OPS)
+
+
+# PC-DARTS's direct ImageNet search (train_search_imagenet.py), IDARTS's too: 50 epochs, batch 1024, warm-up, K = 2
+IMAGENET_SEARCH = {
+    "epochs": 50,
+    "batch_size": 1024,
+    "w_lr": 0.5,
+    "w_lr_min": 0.0,
+    "w_lr_warmup": 5,
+    "w_wd": 3e-5,  # the paper's (the public code's default is 3e-4)
+    "a_lr": 6e-3,
+    "arch_start_epoch": 35,
+}
+
+
+class DartsImageNetSpace(DartsSpace):
+    name = "darts-imagenet"
+    help = "the DARTS cell searched directly on ImageNet: PC-DARTS's 224 -> 28 stem, 8 cells, streamed image folder"
+    stem = "imagenet"
+    datasets = ("imagefolder",)
+    defaults = {
+        "train": IMAGENET_PC_TRAIN,  # PC-DARTS retrains what it found on ImageNet with its own protocol
+        "search": {
+            "channels": 16,
+            "layers": 8,
+            "train_portion": 0.8,  # without a val_list: PC-DARTS's 10 % of each class for weights, 2.5 % for alphas
+            "w_lr_schedule": "cosine",
+            "w_lr_warmup": 0,  # linear warm-up epochs of the weights' learning rate
+            "pipeline": "stream",
+            "crop_size": 224,
+            "workers": 4,
+            "train_list": None,  # `diffnas subset` file of DIR/train for the weights (None: all of DIR/train)
+            "val_list": None,  # ... for the architecture (None: search.train_portion of the weights' images)
+            "hessian_every": 0,  # the monitor reads an in-memory batch
+        },
+    }
+    method_defaults = {
+        "pc-darts": {"relax": {"k": 2}, "search": IMAGENET_SEARCH},
+        "idarts": {"relax": {"k": 2}, "search": IMAGENET_SEARCH, "idarts": {"start_epoch": 40, "lambda": 0.05}},
+    }
 
 
 class DartsNoNoneSpace(DartsCellSpace):
