@@ -57,7 +57,13 @@ def test_darts_v2_imagenet_network_has_the_reference_size():
 def test_imagenet_protocols_resolve_over_the_space_default():
     t = resolve(overrides={"train": {"protocol": "imagenet"}}).train
     assert (t.layers, t.channels, t.batch_size, t.epochs, t.lr) == (14, 48, 128, 250, 0.1)
-    assert (t.label_smoothing, t.auxiliary, t.lr_schedule, t.lr_gamma, t.stem) == (0.1, 0.4, "exponential", 0.97, "imagenet")
+    assert (t.label_smoothing, t.auxiliary, t.lr_schedule, t.lr_gamma, t.stem) == (
+        0.1,
+        0.4,
+        "exponential",
+        0.97,
+        "imagenet",
+    )
     pc = resolve(overrides={"train": {"protocol": "imagenet-pc", "epochs": 9}}).train
     assert (pc.batch_size, pc.lr, pc.warmup_epochs, pc.lr_schedule, pc.epochs) == (1024, 0.5, 5, "linear", 9)
     assert resolve().train.protocol == "cifar"
@@ -237,6 +243,7 @@ def test_darts_imagenet_space_defaults_and_one_step_search(folder, tmp_path):
     assert json.loads((out / "metrics.jsonl").read_text())["w_lr"] == pytest.approx(0.5 / 5)  # warm-up epoch 1 of 5
 
 
+@pytest.mark.slow
 def test_torchrun_streams_each_rank_its_shard_and_resumes(folder, tmp_path):
     """2 processes (Gloo) retrain on the streamed folder; a resume continues from rank 0's checkpoint."""
     g = Genotype.from_dict(DARTS_V2)
@@ -257,3 +264,29 @@ def test_torchrun_streams_each_rank_its_shard_and_resumes(folder, tmp_path):
     assert [r["epoch"] for r in records] == [0, 1]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["job"]["train"]["epoch"] == 1 and ckpt["job"]["train"]["pos"] == 2
+
+
+SHARED_JPG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
+
+
+@pytest.mark.skipif(not SHARED_JPG.is_file(), reason="no ../shared/data/cifar10-jpg.tar.gz")
+def test_stream_reads_a_real_jpeg_folder(tmp_path):
+    """A few real CIFAR-10 JPEGs (32x32) through the streaming pipeline at crop 24."""
+    import tarfile
+
+    wanted = {"train": 3, "test": 1}
+    seen: dict = {}
+    with tarfile.open(SHARED_JPG) as tar:
+        for m in tar:
+            parts = m.name.split("/")
+            if m.isfile() and len(parts) == 3 and parts[1] in ("cat", "dog"):
+                key = (parts[0], parts[1])
+                if seen.get(key, 0) < wanted[parts[0]]:
+                    seen[key] = seen.get(key, 0) + 1
+                    tar.extract(m, tmp_path, filter="data")
+            if len(seen) == 4 and all(seen[k] == wanted[k[0]] for k in seen):
+                break
+    data = load_streamed(tmp_path, 24, workers=0)
+    assert data.classes == ["cat", "dog"] and len(data.train) == 6 and len(data.test) == 2
+    x, y = ImageStream(data.train, range(6), 6, mean=data.mean, std=data.std, seed=0).next()
+    assert x.shape == (6, 3, 24, 24) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]

@@ -29,8 +29,8 @@ def _last(layers: list[dict], section: str | None, key: str):
 def resolve(
     method: str | None = None, preset: str | None = None, file=None, overrides: dict | None = None
 ) -> Config:
-    """Shared defaults <- space (and its named ``train.protocol``) <- method <- the space's word on the method <- preset (the space's own, if it
-    has one) <- file <- overrides (flags, then --set); validated."""
+    """Shared defaults <- space (and its named ``train.protocol``) <- method <- the space's word on the method <-
+    preset (the space's own, if it has one) <- file <- overrides (flags, then --set); validated."""
     if preset and preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
     layers = [{"method": method} if method else {}]

@@ -282,8 +282,19 @@ class ImageStream:
     contiguous ``1/world`` of every global batch (the ranks' parts together are the single-process batch).
     """
 
-    def __init__(self, images: FolderImages, indices, batch_size: int, *, mean, std, seed: int, workers: int = 0,
-                 device="cpu", part: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        images: FolderImages,
+        indices,
+        batch_size: int,
+        *,
+        mean,
+        std,
+        seed: int,
+        workers: int = 0,
+        device="cpu",
+        part: tuple[int, int] | None = None,
+    ):
         self.images, self.batch_size, self.seed, self.workers = images, int(batch_size), int(seed), int(workers)
         self.indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
         if len(self.indices) == 0:
@@ -338,4 +349,3 @@ class ImageStream:
         if epoch < 0 or not 0 <= pos <= self.steps_per_epoch:
             raise ValueError(f"bad ImageStream state {d!r} (steps_per_epoch={self.steps_per_epoch})")
         self.epoch, self.pos, self.skipped, self._it = epoch, pos, int(d.get("skipped", 0)), None
-

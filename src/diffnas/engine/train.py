@@ -74,7 +74,12 @@ class TrainJob:
             self.net.parameters(), t.lr, momentum=t.momentum, weight_decay=t.wd, nesterov=t.get("nesterov", False)
         )
         self.lr_schedule = lr_scheduler(
-            self.opt, t.get("lr_schedule", "cosine"), t.epochs, t.lr_min, t.get("warmup_epochs", 0), t.get("lr_gamma", 0.97)
+            self.opt,
+            t.get("lr_schedule", "cosine"),
+            t.epochs,
+            t.lr_min,
+            t.get("warmup_epochs", 0),
+            t.get("lr_gamma", 0.97),
         )
         self.epochs = t.epochs
 
@@ -106,7 +111,9 @@ class TrainJob:
         """An image folder decoded per batch in worker processes (``data/stream.py``)."""
         cfg, t = self.cfg, self.cfg.train
         if cfg.dataset != "imagefolder":
-            raise ConfigError(f"train.pipeline = stream reads an image folder (--dataset imagefolder), not {cfg.dataset}")
+            raise ConfigError(
+                f"train.pipeline = stream reads an image folder (--dataset imagefolder), not {cfg.dataset}"
+            )
         data = load_streamed(cfg.data_dir, t.crop_size, t.workers, cfg.seed)
         self.data = data
         check_batch_size(t.batch_size, "train.batch_size", training_set=len(data.train))
