@@ -144,8 +144,10 @@ def per_class_subset(split_dir, fraction: float, seed: int, exclude: Sequence[st
     paths, labels, classes = list_images(split_dir)
     skip = set(exclude)
     by_class: dict[int, list[str]] = {}
+    sizes = [0] * len(classes)
     for p, label in zip(paths, labels):
         rel = f"{classes[label]}/{Path(p).name}"
+        sizes[label] += 1
         if rel not in skip:
             by_class.setdefault(label, []).append(rel)
     out = []
@@ -154,7 +156,7 @@ def per_class_subset(split_dir, fraction: float, seed: int, exclude: Sequence[st
         if not files:
             raise DataError(f"{Path(split_dir) / classes[label]}: no images left to draw (all excluded)")
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + label)
-        keep = max(1, round(fraction * len(files)))
+        keep = min(len(files), max(1, round(fraction * sizes[label])))  # a fraction of the whole class
         out += [files[i] for i in sorted(torch.randperm(len(files), generator=g)[:keep].tolist())]
     return out
 
