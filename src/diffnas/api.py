@@ -209,6 +209,18 @@ def _train_overrides(search_dir) -> dict:
     return {k: saved[k] for k in keys if k in saved}
 
 
+def subset(data_dir, per_class: float, out, seed: int = 0, exclude=None) -> int:
+    """Write ``per_class`` of each class of ``data_dir/train`` (seeded; none of ``exclude``'s files) as a file
+    list, one ``<class>/<file>`` a line: the reproducible ImageNet search subsets. Returns the number of images."""
+    from .data.stream import per_class_subset, read_file_list
+
+    lines = per_class_subset(Path(data_dir) / "train", per_class, seed, read_file_list(exclude) if exclude else ())
+    with _writing(out):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("".join(f"{line}\n" for line in lines))
+    return len(lines)
+
+
 def show(target, benchmark=None, arch_column: str = "arch", metrics=None) -> list[str]:
     """Print-ready lines for a genotype or run directory; draws its cells (and weights plots) beside it.
 

@@ -29,8 +29,8 @@ def _last(layers: list[dict], section: str | None, key: str):
 def resolve(
     method: str | None = None, preset: str | None = None, file=None, overrides: dict | None = None
 ) -> Config:
-    """Shared defaults <- space <- method <- the space's word on the method <- preset (the space's own, if it
-    has one) <- file <- overrides (flags, then --set); validated."""
+    """Shared defaults <- space (and its named ``train.protocol``) <- method <- the space's word on the method <-
+    preset (the space's own, if it has one) <- file <- overrides (flags, then --set); validated."""
     if preset and preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
     layers = [{"method": method} if method else {}]
@@ -46,6 +46,9 @@ def resolve(
     relax_cls = get_relaxation(_last([paper, *layers], "search", "relaxation") or method_cls.relaxation)
 
     cfg = merge(DEFAULTS, space_cls.defaults, allow_new=True)
+    protocol = _last(layers, "train", "protocol")
+    if protocol:  # a named retraining protocol of the space replaces its default one, key by key
+        cfg = merge(cfg, {"train": space_cls.protocol(protocol)})
     owned = {"relax": relax_cls.defaults()}
     if method_cls.option_defaults():
         owned[method_cls.name] = method_cls.option_defaults()

@@ -65,6 +65,8 @@ def _overrides(args, scale: str | None) -> dict:
         section = {f: getattr(args, f) for f in SCALE_FLAGS if getattr(args, f, None) is not None}
         if getattr(args, "nodes", None) is not None:
             section["nodes"] = args.nodes
+        if getattr(args, "protocol", None):
+            section["protocol"] = args.protocol
         if section:
             out[scale] = section
     search_parts, reg = _parts(args)
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--genotype", help="genotype.json or a search run directory")
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed retraining")
+    p.add_argument("--protocol", help="the space's named retraining protocol: cifar (default) | imagenet | imagenet-pc")
     _add_common(p, "train")
 
     p = sub.add_parser("run", help="search, derive, retrain and report in one go")
@@ -123,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space")
     _add_parts(p)
     _add_common(p, None)
+
+    p = sub.add_parser("subset", help="a seeded per-class sample of DIR/train as a file list (not copies)")
+    p.add_argument("--data-dir", required=True, help="the image folder (DIR/train/<class>/...)")
+    p.add_argument("--per-class", type=float, required=True, help="fraction of each class's images, e.g. 0.1")
+    p.add_argument("--exclude", help="a file list whose images are never drawn (a disjoint second sample)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the file list to write (search.train_list / search.val_list)")
 
     p = sub.add_parser("show", help="print a genotype and draw its cells (and the architecture weights of a run)")
     p.add_argument("target", help="a run directory or a genotype.json")
@@ -217,6 +227,10 @@ def _dispatch(args, parser) -> int:
         print(f"wrote {n} architectures to {args.out}")
         return 0
 
+    if args.command == "subset":
+        n = api.subset(args.data_dir, args.per_class, args.out, seed=args.seed, exclude=args.exclude)
+        print(f"wrote {n} images to {args.out}")
+        return 0
     if args.command == "report":
         print(api.report(args.target, args.out))
         return 0

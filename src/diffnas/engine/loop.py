@@ -52,7 +52,12 @@ def evaluate_split(evaluate: Callable, x, y, batch_size: int, prefix: str, **bat
     """``evaluate(batches) -> {"loss": sum, metric: sum, "n": count}`` on this rank's part of (x, y);
     the counts summed over the ranks, returned as means named ``<prefix>_loss``, ``<prefix>_<metric>``."""
     part = distributed.shard_range(len(y))
-    sums = evaluate(eval_batches(x[part], y[part], batch_size, **batch_args))
+    return evaluate_batches(evaluate, eval_batches(x[part], y[part], batch_size, **batch_args), prefix)
+
+
+def evaluate_batches(evaluate: Callable, batches, prefix: str) -> dict:
+    """``evaluate(batches)`` on this rank's batches (of any pipeline), the counts summed over the ranks."""
+    sums = evaluate(batches)
     keys = sorted(k for k in sums if k != "n")
     totals = distributed.sum_values([sums[k] for k in keys] + [sums["n"]])
     n = max(totals[-1], 1)

@@ -13,12 +13,13 @@ from tqdm import tqdm
 from ..config import Config
 from ..data import Augment, BatchStream, check_batch_size, eval_batches, load_dataset, split_indices
 from ..data.benchmark import BenchmarkTable
+from ..data.stream import FolderImages, ImageStream, list_images, load_streamed
 from ..methods import build_method
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, load_architecture, space_from_config
 from . import monitors
-from .loop import check_finite, evaluate_split, resolve_device, run_job
+from .loop import check_finite, evaluate_batches, evaluate_split, resolve_device, run_job
 from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl", "steps.jsonl", "genotypes.jsonl")
@@ -55,6 +56,8 @@ class SearchJob:
 
     def load_data(self) -> tuple[int, int]:
         """The train and val batch streams; returns (input channels, classes) for the supernet."""
+        if self.cfg.search.get("pipeline", "memory") == "stream":
+            return self.load_stream()
         cfg, s = self.cfg, self.cfg.search
         data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
         self.data = data
@@ -69,8 +72,34 @@ class SearchJob:
         self.val_idx = val_idx
         return data.in_channels, data.num_classes
 
+    def load_stream(self) -> tuple[int, int]:
+        """An image folder decoded per batch (``data/stream.py``): the weights' images from ``search.train_list``
+        (or all of DIR/train), the architecture's from ``search.val_list`` (or ``train_portion`` of them)."""
+        cfg, s = self.cfg, self.cfg.search
+        data = load_streamed(cfg.data_dir, s.crop_size, s.workers, cfg.seed, s.get("train_list"))
+        self.data = data
+        if s.get("val_list"):
+            paths, labels, _ = list_images(Path(cfg.data_dir) / "train", s.val_list, data.classes)
+            arch_images = FolderImages(paths, labels, s.crop_size, cfg.seed + 1)
+            train_idx, val_idx = torch.arange(len(data.train)), torch.arange(len(arch_images))
+        else:
+            arch_images = data.train
+            train_idx, val_idx = split_indices(len(data.train), s.train_portion, cfg.seed)
+        check_batch_size(s.batch_size, "search.batch_size", train_split=len(train_idx), val_split=len(val_idx))
+        part = (distributed.rank(), distributed.world_size())
+        common = dict(mean=data.mean, std=data.std, workers=s.workers, device=self.device, part=part)
+        self.train = ImageStream(data.train, train_idx, s.batch_size, seed=cfg.seed, **common)
+        self.val = ImageStream(arch_images, val_idx, s.batch_size, seed=cfg.seed + 1, **common)
+        self.val_idx = val_idx
+        self.arch_images = arch_images
+        return data.in_channels, data.num_classes
+
     def evaluate_val(self) -> dict:
         """The supernet judged on the val split: ``val_loss``, ``val_<metric>``."""
+        if hasattr(self, "arch_images"):  # streamed: this rank's part of the val images, test-transformed
+            idx = self.val_idx[distributed.shard_range(len(self.val_idx))].tolist()
+            batches = self.data.eval_batches(self.arch_images, idx, 4 * self.cfg.search.batch_size, self.device)
+            return evaluate_batches(self.method.evaluate, batches, "val")
         x, y = self.data.train_x[self.val_idx], self.data.train_y[self.val_idx]
         return evaluate_split(
             self.method.evaluate,
@@ -133,6 +162,9 @@ class SearchJob:
     def monitor_batch(self):
         """The batch the Hessian monitor reads: the first val batch, no augmentation (None: no monitor)."""
         n = self.cfg.search.batch_size
+        if hasattr(self, "arch_images"):
+            idx = self.val_idx[:n].tolist()
+            return next(self.data.eval_batches(self.arch_images, idx, n, self.device), None)
         x, y = self.data.train_x[self.val_idx[:n]], self.data.train_y[self.val_idx[:n]]
         return next(eval_batches(x, y, n, mean=self.data.mean, std=self.data.std, device=self.device))
 

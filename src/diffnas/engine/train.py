@@ -11,12 +11,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from ..config import Config
-from ..data import Augment, BatchStream, check_batch_size, load_dataset
+from ..data import Augment, BatchStream, check_batch_size, eval_batches, load_dataset
 from ..data.benchmark import BenchmarkTable
+from ..data.stream import ImageStream, load_streamed
+from ..errors import ConfigError
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
+from ..schedules.lr import lr_scheduler
 from ..spaces import Architecture, get_space_class
-from .loop import check_finite, evaluate_split, resolve_device, run_job
+from .loop import check_finite, evaluate_batches, resolve_device, run_job
 from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl",)
@@ -59,6 +62,30 @@ class TrainJob:
         self.device = resolve_device(cfg.device)
         distributed.check_batch_size(t.batch_size, "train.batch_size")
         seed_everything(cfg.seed)
+        if t.get("pipeline", "memory") == "stream":
+            self.load_stream()
+        else:
+            self.load_memory()
+        data = self.data
+        self.space = get_space_class(genotype.space)()
+        self.task = self.space.task
+        self.net = self.space.build_network(genotype, cfg, data.in_channels, data.num_classes).to(self.device)
+        self.opt = torch.optim.SGD(
+            self.net.parameters(), t.lr, momentum=t.momentum, weight_decay=t.wd, nesterov=t.get("nesterov", False)
+        )
+        self.lr_schedule = lr_scheduler(
+            self.opt,
+            t.get("lr_schedule", "cosine"),
+            t.epochs,
+            t.lr_min,
+            t.get("warmup_epochs", 0),
+            t.get("lr_gamma", 0.97),
+        )
+        self.epochs = t.epochs
+
+    def load_memory(self) -> None:
+        """The data set decoded once into memory; ``test_batches`` this rank's part of the test set."""
+        cfg, t = self.cfg, self.cfg.train
         data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
         self.data = data
         check_batch_size(t.batch_size, "train.batch_size", training_set=len(data.train_y))
@@ -76,14 +103,33 @@ class TrainJob:
             device=self.device,
             part=(distributed.rank(), distributed.world_size()),
         )
-        self.space = get_space_class(genotype.space)()
-        self.task = self.space.task
-        self.net = self.space.build_network(genotype, cfg, data.in_channels, data.num_classes).to(self.device)
-        self.opt = torch.optim.SGD(
-            self.net.parameters(), t.lr, momentum=t.momentum, weight_decay=t.wd, nesterov=t.get("nesterov", False)
+        part = distributed.shard_range(len(data.test_y))
+        x, y = data.test_x[part], data.test_y[part]
+        self.test_batches = lambda: eval_batches(x, y, 256, mean=data.mean, std=data.std, device=self.device)
+
+    def load_stream(self) -> None:
+        """An image folder decoded per batch in worker processes (``data/stream.py``)."""
+        cfg, t = self.cfg, self.cfg.train
+        if cfg.dataset != "imagefolder":
+            raise ConfigError(
+                f"train.pipeline = stream reads an image folder (--dataset imagefolder), not {cfg.dataset}"
+            )
+        data = load_streamed(cfg.data_dir, t.crop_size, t.workers, cfg.seed)
+        self.data = data
+        check_batch_size(t.batch_size, "train.batch_size", training_set=len(data.train))
+        self.train = ImageStream(
+            data.train,
+            range(len(data.train)),
+            t.batch_size,
+            mean=data.mean,
+            std=data.std,
+            seed=cfg.seed,
+            workers=t.workers,
+            device=self.device,
+            part=(distributed.rank(), distributed.world_size()),
         )
-        self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, t.epochs, eta_min=t.lr_min)
-        self.epochs = t.epochs
+        part = range(len(data.test))[distributed.shard_range(len(data.test))]
+        self.test_batches = lambda: data.eval_batches(data.test, part, 256, self.device)
 
     def run_epoch(self, epoch: int) -> dict:
         t = self.cfg.train
@@ -99,9 +145,10 @@ class TrainJob:
             x, y = self.train.next()
             out = self.net(x)
             logits, aux = out if isinstance(out, tuple) else (out, None)
-            loss = self.task.loss(logits, y)
+            smoothing = t.get("label_smoothing", 0.0)
+            loss = self.task.loss(logits, y, smoothing)
             if aux is not None:  # an auxiliary head (DARTS's protocol)
-                loss = loss + t.auxiliary * self.task.loss(aux, y)
+                loss = loss + t.auxiliary * self.task.loss(aux, y, smoothing)
             value = distributed.mean_values({"loss": loss.item()}, ("loss",))["loss"]  # the global batch's
             check_finite(value, f"training loss at epoch {epoch} step {i}", self.run)
             self.opt.zero_grad(set_to_none=True)
@@ -119,7 +166,9 @@ class TrainJob:
         self.lr_schedule.step()
         losses, correct, seen = distributed.sum_values([losses, correct, seen])
         test = self.test()
+        skipped = {"skipped_images": self.train.skipped} if hasattr(self.train, "skipped") else {}
         return {
+            **skipped,
             "train_loss": losses / seen,
             "train_acc": correct / seen,
             **test,
@@ -130,17 +179,7 @@ class TrainJob:
     def test(self) -> dict:
         """Test loss and metric on the whole test set (a multi-process run: each rank a part, counts summed)."""
         distributed.average_buffers(self.net)  # BN running statistics: the same on every rank
-        d = self.data
-        return evaluate_split(
-            lambda batches: self.task.evaluate(self.net, batches),
-            d.test_x,
-            d.test_y,
-            256,
-            "test",
-            mean=d.mean,
-            std=d.std,
-            device=self.device,
-        )
+        return evaluate_batches(lambda b: self.task.evaluate(self.net, b, top5=True), self.test_batches(), "test")
 
     def state_dict(self) -> dict:
         return {

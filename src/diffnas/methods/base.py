@@ -26,6 +26,7 @@ from ..regularizers import build_regularizers
 from ..relax import build_relaxation
 from ..runtime.distributed import average_gradients
 from ..schedules import build_schedule
+from ..schedules.lr import lr_scheduler
 from ..spaces import Architecture
 
 
@@ -92,7 +93,9 @@ class SearchMethod:
         )
         a_wd = s.a_wd if self.relax.arch_weight_decay is None else self.relax.arch_weight_decay
         self.a_opt = torch.optim.Adam(self.arch, s.a_lr, betas=tuple(s.a_betas), weight_decay=a_wd)
-        self.w_lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, s.epochs, eta_min=s.w_lr_min)
+        self.w_lr_schedule = lr_scheduler(
+            self.w_opt, s.get("w_lr_schedule", "cosine"), s.epochs, s.w_lr_min, s.get("w_lr_warmup", 0)
+        )
         self.epoch, self.epochs = 0, s.epochs
         self.step_in_epoch, self.steps_per_epoch = 0, 1
         self.arch_steps = 0

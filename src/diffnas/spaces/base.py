@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..config import deep_merge
-from ..errors import GenotypeError
+from ..errors import ConfigError, GenotypeError
 from .tasks import CLASSIFICATION
 
 # What a space may provide (and a relaxation, method or regularizer may require):
@@ -116,6 +116,8 @@ class SearchSpace:
     provides: frozenset = frozenset()  # capabilities (see CAPABILITIES)
     architecture: type[Architecture] = Architecture
     defaults: dict = {}  # config keys this space sets: its retraining protocol (``train``) at least
+    # named retraining protocols (``diffnas train --protocol NAME``): each a ``train`` section over ``defaults``'s
+    protocols: dict = {}
     cell_types: tuple = ()  # the groups of architecture parameters (one alpha matrix each)
     # config keys this space sets over a method's paper defaults: for every method ("*": its protocol, which
     # papers' values for other spaces may not change) and per method name (a paper's settings for this space);
@@ -126,6 +128,14 @@ class SearchSpace:
     @classmethod
     def from_config(cls, cfg) -> SearchSpace:
         return cls()
+
+    @classmethod
+    def protocol(cls, name: str) -> dict:
+        """The ``train`` values of the protocol ``name``; one line naming the space's protocols if it has no such."""
+        if name not in cls.protocols:
+            have = ", ".join(cls.protocols) or "none but its default"
+            raise ConfigError(f"space {cls.name} has no retraining protocol {name!r} (it has {have})")
+        return cls.protocols[name]
 
     @classmethod
     def defaults_for(cls, method: str) -> dict:

@@ -29,26 +29,30 @@ class Classification:
         """Per-sample means ``{"<prefix>_loss", "<prefix>_<metric>"}`` -> what a record reports."""
         return means
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y)
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
 
     def score(self, logits: torch.Tensor, y: torch.Tensor) -> float:
         """The metric on one batch (accuracy)."""
         return (logits.argmax(1) == y).float().mean().item()
 
     @torch.no_grad()
-    def evaluate(self, net: torch.nn.Module, batches) -> dict:
-        """Sums over the batches: ``{"loss": sum of losses, "acc": correct, "n": samples}`` (eval mode)."""
+    def evaluate(self, net: torch.nn.Module, batches, top5: bool = False) -> dict:
+        """Sums over the batches: ``{"loss": sum of losses, "acc": correct, "n": samples}`` (eval mode);
+        ``top5``: also ``"top5"``, the samples whose label is among the 5 largest logits (ImageNet's figure)."""
         was_training = net.training
         net.eval()
-        total, correct, loss = 0, 0, 0.0
+        total, correct, correct5, loss = 0, 0, 0, 0.0
         for x, y in batches:
             logits = net(x)
             loss += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
+            if top5:
+                best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                correct5 += (best == y[:, None]).any(1).sum().item()
             total += y.numel()
         net.train(was_training)
-        return {"loss": loss, "acc": correct, "n": total}
+        return {"loss": loss, "acc": correct, "n": total, **({"top5": correct5} if top5 else {})}
 
 
 class LanguageModelling:

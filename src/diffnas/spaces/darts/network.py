@@ -30,15 +30,19 @@ def reduction_indices(layers: int) -> tuple[int, ...]:
     return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
-def cell_plan(layers: int, channels: int, stem_multiplier: int, cell_out_multiplier) -> list[CellSpec]:
+def cell_plan(
+    layers: int, channels: int, stem_multiplier: int, cell_out_multiplier, reduced_stem: bool = False
+) -> list[CellSpec]:
     """Channel bookkeeping of a DARTS stack: reductions at L/3 and 2L/3 double the width.
 
-    ``cell_out_multiplier(spec)`` says how many C-wide states a cell concatenates.
+    ``cell_out_multiplier(spec)`` says how many C-wide states a cell concatenates. ``reduced_stem``:
+    the stem's first output is at twice the resolution of its second (the ImageNet stem), so the first
+    cell reduces its first input as after a reduction cell.
     """
     c_stem = stem_multiplier * channels
     c_pp, c_p, c = c_stem, c_stem, channels
     reductions = reduction_indices(layers)
-    specs, red_prev = [], False
+    specs, red_prev = [], reduced_stem
     for i in range(layers):
         red = i in reductions
         if red:
@@ -51,6 +55,47 @@ def cell_plan(layers: int, channels: int, stem_multiplier: int, cell_out_multipl
 
 def make_stem(in_channels: int, out_channels: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels))
+
+
+class ImageNetStem(nn.Module):
+    """Three stride-2 3x3 convolutions, 224 -> 28: the cells' first input after two (56x56), the second
+    after three (28x28), as in DARTS's and PC-DARTS's ImageNet networks."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        half = out_channels // 2
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, half, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(half),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(half, out_channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+    def forward(self, x):
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
+
+
+STEMS = ("cifar", "imagenet")
+
+
+def build_stem(kind: str, in_channels: int, out_channels: int) -> nn.Module:
+    """The stem of ``kind``: ``cifar`` (one 3x3 convolution, full resolution) or ``imagenet`` (``ImageNetStem``)."""
+    if kind == "imagenet":
+        return ImageNetStem(in_channels, out_channels)
+    return make_stem(in_channels, out_channels)
+
+
+def stem_states(stem: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two first cell inputs: the ImageNet stem gives two, the CIFAR stem one for both."""
+    s = stem(x)
+    return s if isinstance(s, tuple) else (s, s)
 
 
 def make_preprocess(spec: CellSpec, affine: bool) -> tuple[nn.Module, nn.Module]:
@@ -111,18 +156,31 @@ class _AuxPool(nn.Module):
         return F.adaptive_avg_pool2d(x, 2)
 
 
-class AuxiliaryHead(nn.Module):
-    """DARTS's auxiliary classifier; pools to 2x2 whatever the input size (8x8 on CIFAR as in the paper)."""
+class _AuxPoolImageNet(nn.Module):
+    """ReLU, then the 5x5 stride-2 average pool (7x7 -> 2x2 on ImageNet, quark0/darts AuxiliaryHeadImageNet)."""
 
-    def __init__(self, c_in: int, num_classes: int):
+    def forward(self, x):
+        x = F.relu(x)
+        if x.shape[-1] >= 5:
+            x = F.avg_pool2d(x, 5, stride=2, count_include_pad=False)
+        return F.adaptive_avg_pool2d(x, 2)
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS's auxiliary classifier; pools to 2x2 whatever the input size (8x8 on CIFAR as in the paper).
+
+    ``imagenet``: the ImageNet head, stride-2 pool and no BN after the 768-channel conv (the reference
+    comments it out; its parameter count and behaviour follow it)."""
+
+    def __init__(self, c_in: int, num_classes: int, imagenet: bool = False):
         super().__init__()
         self.features = nn.Sequential(
-            _AuxPool(),  # index 0 holds no parameters: state-dict keys as before
+            _AuxPoolImageNet() if imagenet else _AuxPool(),  # index 0 holds no parameters: state-dict keys as before
             nn.Conv2d(c_in, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
+            nn.Identity() if imagenet else nn.BatchNorm2d(768),
             nn.ReLU(inplace=True),
         )
         self.classifier = nn.Linear(768, num_classes)
@@ -140,17 +198,24 @@ class DerivedNetwork(nn.Module):
         num_classes: int,
         in_channels: int = 3,
         auxiliary: bool = False,
-        stem_multiplier: int = 3,
+        stem_multiplier: int | None = None,
+        stem: str = "cifar",
     ):
+        """``stem``: ``cifar`` (stem_multiplier 3 by default) or ``imagenet`` (the mobile setting's network:
+        three stride-2 convolutions to 28x28, stem_multiplier 1 by default, the ImageNet auxiliary head)."""
         super().__init__()
         self.drop_prob = 0.0
+        imagenet = stem == "imagenet"
+        if stem_multiplier is None:
+            stem_multiplier = 1 if imagenet else 3
         plan = cell_plan(
             layers,
             channels,
             stem_multiplier,
             lambda s: len(genotype.concat["reduce" if s.reduction else "normal"]),
+            reduced_stem=imagenet,
         )
-        self.stem = make_stem(in_channels, stem_multiplier * channels)
+        self.stem = build_stem(stem, in_channels, stem_multiplier * channels)
         self.cells = nn.ModuleList(DerivedCell(genotype, s) for s in plan)
         self.aux_index = 2 * layers // 3
         c_last = plan[-1].c * len(genotype.concat["reduce" if plan[-1].reduction else "normal"])
@@ -159,10 +224,10 @@ class DerivedNetwork(nn.Module):
         if auxiliary:
             s = plan[self.aux_index]
             c_aux = s.c * len(genotype.concat["reduce" if s.reduction else "normal"])
-            self.aux_head = AuxiliaryHead(c_aux, num_classes)
+            self.aux_head = AuxiliaryHead(c_aux, num_classes, imagenet=imagenet)
 
     def forward(self, x):
-        s0 = s1 = self.stem(x)
+        s0, s1 = stem_states(self.stem, x)
         aux = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_prob)

@@ -33,6 +33,7 @@ IMAGE_DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder"
 
 # DARTS's evaluation protocol (the paper's CIFAR-10 retraining): the network a genotype is retrained as
 DARTS_TRAIN = {
+    "protocol": "cifar",  # the named protocol these values came from (``--protocol``, see PROTOCOLS)
     "epochs": 600,
     "batch_size": 96,
     "channels": 36,
@@ -46,7 +47,46 @@ DARTS_TRAIN = {
     "crop_padding": None,
     "drop_path": 0.2,
     "auxiliary": 0.4,  # weight of the auxiliary head's loss; 0 turns the head off
+    "stem": "cifar",  # cifar: one 3x3 convolution | imagenet: three stride-2 convolutions to 28x28
+    "label_smoothing": 0.0,  # of the training loss (the test loss is plain cross-entropy)
+    "lr_schedule": "cosine",  # cosine (to lr_min) | exponential (x lr_gamma per epoch) | linear (PC-DARTS)
+    "lr_gamma": 0.97,
+    "warmup_epochs": 0,  # linear learning-rate warm-up over the first epochs
+    "pipeline": "memory",  # memory: decoded once, held as uint8 | stream: decoded per batch (data/stream.py)
+    "crop_size": 224,  # stream: random resized crop for training, resize crop_size * 8/7 + centre crop for tests
+    "workers": 4,  # stream: decoding processes
 }
+
+# DARTS's mobile setting (quark0/darts train_imagenet.py): 14 cells of 48 channels on the ImageNet stem
+IMAGENET_TRAIN = {
+    "protocol": "imagenet",
+    "epochs": 250,
+    "batch_size": 128,
+    "channels": 48,
+    "layers": 14,
+    "lr": 0.1,
+    "wd": 3e-5,
+    "cutout": 0,
+    "drop_path": 0.0,
+    "auxiliary": 0.4,
+    "stem": "imagenet",
+    "label_smoothing": 0.1,
+    "lr_schedule": "exponential",
+    "lr_gamma": 0.97,
+    "pipeline": "stream",
+}
+
+# PC-DARTS's ImageNet retraining (its train_imagenet.py): a large batch, warm-up, then linear decay
+IMAGENET_PC_TRAIN = {
+    **IMAGENET_TRAIN,
+    "protocol": "imagenet-pc",
+    "batch_size": 1024,
+    "lr": 0.5,
+    "warmup_epochs": 5,
+    "lr_schedule": "linear",
+}
+
+PROTOCOLS = {"cifar": DARTS_TRAIN, "imagenet": IMAGENET_TRAIN, "imagenet-pc": IMAGENET_PC_TRAIN}
 
 
 def _same(ops) -> dict:
@@ -70,8 +110,10 @@ class DartsCellSpace(SearchSpace):
         }
     )
     defaults = {"train": DARTS_TRAIN}
+    protocols = PROTOCOLS
     cell_types = CELL_TYPES
     candidate_ops: dict = {}
+    stem = "cifar"  # the supernet's stem (network.build_stem)
 
     def __init__(self, nodes: int = 4, edges_per_node: int = 2, ops: dict | None = None):
         self.ops = {t: tuple(v) for t, v in (ops or self.candidate_ops).items()}
@@ -146,7 +188,8 @@ class DartsCellSpace(SearchSpace):
         from .supernet import Supernet
 
         s = cfg.search
-        return Supernet(relax, s.channels, s.layers, num_classes, in_channels, precision=cfg.get("precision", "auto"))
+        precision = cfg.get("precision", "auto")
+        return Supernet(relax, s.channels, s.layers, num_classes, in_channels, precision=precision, stem=self.stem)
 
     def derive(self, weights: dict, generator=None):
         from .genotype import derive_genotype
@@ -186,7 +229,15 @@ class DartsCellSpace(SearchSpace):
         from .network import DerivedNetwork
 
         t = cfg.train
-        return DerivedNetwork(architecture, t.channels, t.layers, num_classes, in_channels, auxiliary=t.auxiliary > 0)
+        return DerivedNetwork(
+            architecture,
+            t.channels,
+            t.layers,
+            num_classes,
+            in_channels,
+            auxiliary=t.auxiliary > 0,
+            stem=t.get("stem", "cifar"),
+        )
 
     def describe(self) -> str:
         return self.help
@@ -196,6 +247,46 @@ class DartsSpace(DartsCellSpace):
     name = "darts"
     help = "DARTS CNN cell: 8 ops incl. none, 4 nodes, 14 edges (DARTS, DARTS-CD, PC-DARTS, RARTS)"
     candidate_ops = _same(DARTS_OPS)
+
+
+# PC-DARTS's direct ImageNet search (train_search_imagenet.py), IDARTS's too: 50 epochs, batch 1024, warm-up, K = 2
+IMAGENET_SEARCH = {
+    "epochs": 50,
+    "batch_size": 1024,
+    "w_lr": 0.5,
+    "w_lr_min": 0.0,
+    "w_lr_warmup": 5,
+    "w_wd": 3e-5,  # the paper's (the public code's default is 3e-4)
+    "a_lr": 6e-3,
+    "arch_start_epoch": 35,
+}
+
+
+class DartsImageNetSpace(DartsSpace):
+    name = "darts-imagenet"
+    help = "the DARTS cell searched directly on ImageNet: PC-DARTS's 224 -> 28 stem, 8 cells, streamed image folder"
+    stem = "imagenet"
+    datasets = ("imagefolder",)
+    defaults = {
+        "train": IMAGENET_PC_TRAIN,  # PC-DARTS retrains what it found on ImageNet with its own protocol
+        "search": {
+            "channels": 16,
+            "layers": 8,
+            "train_portion": 0.8,  # without a val_list: PC-DARTS's 10 % of each class for weights, 2.5 % for alphas
+            "w_lr_schedule": "cosine",
+            "w_lr_warmup": 0,  # linear warm-up epochs of the weights' learning rate
+            "pipeline": "stream",
+            "crop_size": 224,
+            "workers": 4,
+            "train_list": None,  # `diffnas subset` file of DIR/train for the weights (None: all of DIR/train)
+            "val_list": None,  # ... for the architecture (None: search.train_portion of the weights' images)
+            "hessian_every": 0,  # the monitor reads an in-memory batch
+        },
+    }
+    method_defaults = {
+        "pc-darts": {"relax": {"k": 2}, "search": IMAGENET_SEARCH},
+        "idarts": {"relax": {"k": 2}, "search": IMAGENET_SEARCH, "idarts": {"start_epoch": 40, "lambda": 0.05}},
+    }
 
 
 class DartsNoNoneSpace(DartsCellSpace):

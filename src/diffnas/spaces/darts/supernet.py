@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ...errors import ConfigError
 from ..base import Mixing
 from .fastops import shared_inputs
-from .network import CellSpec, cell_plan, make_preprocess, make_stem
+from .network import CellSpec, build_stem, cell_plan, make_preprocess, stem_states
 from .ops import OPS
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -121,6 +121,7 @@ class Supernet(nn.Module):
         in_channels: int = 3,
         stem_multiplier: int = 3,
         precision: str = "auto",
+        stem: str = "cifar",
     ):
         super().__init__()
         if precision not in PRECISIONS:
@@ -129,8 +130,8 @@ class Supernet(nn.Module):
         self.precision = precision
         self._autocast_off = 0
         nodes = relax.space.nodes
-        self.plan = cell_plan(layers, channels, stem_multiplier, lambda s: nodes)
-        self.stem = make_stem(in_channels, stem_multiplier * channels)
+        self.plan = cell_plan(layers, channels, stem_multiplier, lambda s: nodes, reduced_stem=stem == "imagenet")
+        self.stem = build_stem(stem, in_channels, stem_multiplier * channels)  # imagenet: PC-DARTS's 224 -> 28
         self.cells = nn.ModuleList(SearchCell(s, relax) for s in self.plan)
         self.classifier = nn.Linear(self.plan[-1].c * nodes, num_classes)
         relax.cells_built(self.cell_keys())
@@ -161,7 +162,7 @@ class Supernet(nn.Module):
         return self._forward(x)
 
     def _forward(self, x):
-        s0 = s1 = self.stem(x)
+        s0, s1 = stem_states(self.stem, x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, self.relax.mixing(cell.cell_type, cell.index))
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
