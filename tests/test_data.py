@@ -141,7 +141,8 @@ def test_idx_byte_count_and_label_count_and_range(tmp_path):
 
 
 def test_unknown_name_and_bad_options(tmp_path):
-    assert set(DATASETS) == {"fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder"}
+    images = {"fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder"}
+    assert set(DATASETS) == images | {"cifar10-valid", "imagenet16-120"}  # NAS-Bench-201's two
     assert all(isinstance(v, str) and "\n" not in v for v in DATASETS.values())
     raises_data_error(lambda: load_dataset("imagenet"), "imagenet", "fashion-mnist")
     write_idx_dir(tmp_path / "fm")
