@@ -130,11 +130,7 @@ class _SourceNode(torch.autograd.Function):
             gx = gp if gx is None else gx.add_(gp)
         gw = None
         if y is not None:
-            # non-affine BN: y is x-hat (see fastops: the native backward with mean 0, invstd 1, weight invstd)
-            gb = torch.ops.aten.native_batch_norm_backward(
-                gy, y, invstd, None, None, torch.zeros_like(invstd), torch.ones_like(invstd), True, 0.0,
-                (True, False, False),
-            )[0]
+            gb = fastops.bn_input_grad(gy, y, invstd)
             del gy
             want_w = ctx.needs_input_grad[1] and fastops._will_run(ctx.weight_node)
             r = F.relu(x) if want_w else x  # (only its shape is read when no weight gradient is wanted)
@@ -147,6 +143,8 @@ class _SourceNode(torch.autograd.Function):
 
     @staticmethod
     def plain_backward(ctx, grads, x, w, a):
+        # views: their gradients are the direct ones (a also reaches these outputs through x, via earlier nodes)
+        x, w, a = (None if t is None else t.view_as(t) for t in (x, w, a))
         y = None
         if w is not None:  # batch statistics, no running-statistics update (done once, in forward)
             y = F.batch_norm(F.conv2d(F.relu(x), w, None, 1, 1), None, None, training=True, eps=ctx.eps)
