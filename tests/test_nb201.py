@@ -16,9 +16,9 @@ from diffnas.data import load_dataset
 from diffnas.errors import ConfigError, DataError, GenotypeError
 from diffnas.methods import METHODS
 from diffnas.spaces import get_space, load_architecture
-from diffnas.spaces.nb201 import Nb201Architecture
 from diffnas.spaces.base import Mixing
 from diffnas.spaces.darts import fastops
+from diffnas.spaces.nb201 import Nb201Architecture
 from diffnas.spaces.nb201.supernet import SearchCell
 
 ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
