@@ -155,7 +155,6 @@ def test_random_architecture_is_seeded_and_uniform():
     assert all(op != "none" for s in range(50) for op in no_none.random_architecture(random.Random(s)).ops)
 
 
-
 def cell_and_mix(active, double=True):
     m = tiny_method("darts", space="nb201", in_channels=3, num_classes=5, search={"channels": 3, "layers": 1})
     cell = m.net.cells[0].double() if double else m.net.cells[0]

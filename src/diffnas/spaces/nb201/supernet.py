@@ -7,9 +7,10 @@ What differs is how a cell is computed, with the same outputs and gradients:
 - `none` is never computed (its weighted output is zero);
 - the convolutions of all edges leaving one node read the same input, so they run as one
   convolution (the 1x1 kernels as the centres of 3x3 ones) with one ReLU and one batch
-  norm; in CPU training this is ``fastops``'s fused ReLU-conv-BN, which keeps only its
-  input and output for the backward pass and recomputes the ReLU;
-- a node's average pool is computed once, whichever edges read it.
+  norm; a node's average pool is computed once, whichever edges read it;
+- in CPU training, everything the edges leaving one node send on (conv, BN, pool and the
+  weighted sums) is one autograd Function, ``_SourceNode``, with a hand-written backward:
+  one autograd node per node instead of a few dozen, the ReLU recomputed, not stored.
 
 Under batch statistics (training), the conv bias before a non-affine BN cancels exactly,
 so the fused training path leaves it out (its gradient is zero either way); evaluation
@@ -67,13 +68,16 @@ def _term(kind: str, slot, x, y, pool, c: int) -> torch.Tensor:
 
 def _mix(plan, a, x, y, pool, c: int) -> list[torch.Tensor]:
     """Per edge of ``plan``: the sum over its terms (op name, conv slot, op index) of weight times tensor."""
-    outs = []
+    outs, grad = [], torch.is_grad_enabled()
     for e, terms in plan:
         row = a[e]
         out = None
         for kind, slot, o in terms:
-            t = _term(kind, slot, x, y, pool, c) * row[o]
-            out = t if out is None else out + t
+            t = _term(kind, slot, x, y, pool, c)
+            if out is None:
+                out = t * row[o]
+            else:  # (in place where autograd does not look)
+                out = out + t * row[o] if grad else out.addcmul_(t, row[o])
         outs.append(out)
     return outs
 
@@ -84,9 +88,9 @@ class _SourceNode(torch.autograd.Function):
     ``plan``: per edge, (edge, its terms (op name, conv slot, op index)); ``a``: the op weights [E, O];
     ``w``: every conv of these edges as one 3x3 kernel. Forward: ReLU, the one conv, the
     non-affine BN (batch statistics, running statistics updated), the pool, the weighted sums.
-    Saved: the input, the BN output (which is also the BN's x-hat) and its 1/std; the ReLU
-    and the pool are recomputed in backward, and every term's backward (a multiply and a
-    reduction per term in autograd) is one pass here, with a single pool backward per node.
+    Saved: the input, the BN output (which is also the BN's x-hat) and its 1/std, the pool;
+    the ReLU is recomputed in backward. All conv terms' weight gradients are one product and
+    reduction, their slots' gradients one scaling, and the pool has one backward per node.
     """
 
     @staticmethod
@@ -112,19 +116,27 @@ class _SourceNode(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: differentiate the plain ops so higher orders are exact
             return _SourceNode.plain_backward(ctx, grads, x, w, a)
         gx = gpool = gy = None
-        if y is not None:
-            gy = torch.empty_like(y)
         ga = torch.zeros_like(a)
+        convs = []  # (edge, op) per conv slot
+        if y is not None:
+            gy = torch.empty_like(y)  # first each slot's edge gradient, then times its weight
         for (e, terms), g in zip(plan, grads):
             row = a[e]
             for kind, slot, o in terms:
-                ga[e, o] = torch.sum(g * _term(kind, slot, x, y, pool, c))
                 if kind == "skip_connect":
+                    ga[e, o] = torch.sum(g * x)
                     gx = g * row[o] if gx is None else gx.add_(g * row[o])
                 elif kind == "avg_pool_3x3":
+                    ga[e, o] = torch.sum(g * pool)
                     gpool = g * row[o] if gpool is None else gpool.add_(g * row[o])
                 else:
-                    torch.mul(g, row[o], out=gy[:, slot * c : (slot + 1) * c])
+                    gy[:, slot * c : (slot + 1) * c] = g
+                    convs.append((slot, e, o))
+        if convs:  # every conv term's weight gradient and its slot's gradient at once
+            convs.sort()
+            es, os_ = [e for _, e, _ in convs], [o for _, _, o in convs]
+            ga[es, os_] = (gy * y).sum((0, 2, 3)).view(len(convs), c).sum(1)
+            gy.mul_(a[es, os_].repeat_interleave(c).view(1, -1, 1, 1))
         if gpool is not None:
             gp = torch.ops.aten.avg_pool2d_backward(gpool, x, [3, 3], [1, 1], [1, 1], False, False, None)
             gx = gp if gx is None else gx.add_(gp)
