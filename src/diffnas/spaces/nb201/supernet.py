@@ -53,6 +53,18 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
 
 
+def _window_sums(x: torch.Tensor) -> torch.Tensor:
+    """Each 3x3 window's sum (zero padding), as a depthwise conv of ones: with 1/count, the average pool,
+    on CPU several times faster than ``avg_pool2d`` and its backward (which is the same conv, of g/count)."""
+    c = x.shape[1]
+    return F.conv2d(x, x.new_ones(c, 1, 3, 3), None, 1, 1, 1, c)
+
+
+def _inverse_counts(x: torch.Tensor) -> torch.Tensor:
+    """1 / the number of in-image positions in each 3x3 window."""
+    return _window_sums(x.new_ones(1, 1, *x.shape[-2:])).reciprocal_()
+
+
 def _pooled(plan) -> bool:
     return any(kind == "avg_pool_3x3" for _, terms in plan for kind, _, _ in terms)
 
@@ -102,7 +114,7 @@ class _SourceNode(torch.autograd.Function):
                 b, None, None, stats.running_mean, stats.running_var, True, stats.momentum, stats.eps
             )
             del b
-        pool = _pool(x) if _pooled(plan) else None
+        pool = _window_sums(x).mul_(_inverse_counts(x)) if _pooled(plan) else None
         outs = _mix(plan, a, x, y, pool, c)
         ctx.plan, ctx.c, ctx.eps = plan, c, stats.eps if stats is not None else None
         ctx.weight_node = getattr(w, "grad_fn", None)
@@ -137,8 +149,8 @@ class _SourceNode(torch.autograd.Function):
             es, os_ = [e for _, e, _ in convs], [o for _, _, o in convs]
             ga[es, os_] = (gy * y).sum((0, 2, 3)).view(len(convs), c).sum(1)
             gy.mul_(a[es, os_].repeat_interleave(c).view(1, -1, 1, 1))
-        if gpool is not None:
-            gp = torch.ops.aten.avg_pool2d_backward(gpool, x, [3, 3], [1, 1], [1, 1], False, False, None)
+        if gpool is not None:  # the pool's backward: the same depthwise conv of ones, of g / count
+            gp = _window_sums(gpool.mul_(_inverse_counts(x)))
             gx = gp if gx is None else gx.add_(gp)
         gw = None
         if y is not None:
