@@ -196,6 +196,28 @@ def test_source_node_function_equals_autograd_of_the_plain_ops(monkeypatch, acti
     assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(s1, s2))
 
 
+@pytest.mark.parametrize("method,extra", [("pc-darts", {}), ("darts", {"relaxation": "crb"})])
+def test_fused_nodes_equal_autograd_with_partial_channels_and_node_norms(monkeypatch, method, extra):
+    """PC-DARTS's channel slices (a strided node input) and DARTS-PRIME's node norms through _SourceNode."""
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(fastops, "ENABLED", fast)
+        search = {"channels": 8, "layers": 1, **extra}
+        m = tiny_method(method, space="nb201", in_channels=3, num_classes=5, search=search)
+        assert m.net.cells[0].k == 4 or m.net.cells[0].node_norms is not None
+        x, y = batch(4, 3, 8, 5)
+        loss = F.cross_entropy(m.net(x), y)
+        grads = torch.autograd.grad(loss, m.weights + m.arch, allow_unused=True)
+        results.append((loss.detach(), grads))
+    (l1, g1), (l2, g2) = results
+    assert torch.allclose(l1, l2, atol=1e-6)
+    for a, b in zip(g1, g2):
+        if a is not None and b is not None:
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+        else:  # conv biases (zero under batch statistics) and unused parameters
+            assert all(t is None or t.abs().max() < 1e-5 for t in (a, b))
+
+
 def test_source_node_function_passes_gradcheck():
     """Finite differences of the whole cell (through _SourceNode), in float64."""
     cell, alphas, mix = cell_and_mix([list(range(5))] * 6)
