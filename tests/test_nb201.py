@@ -16,6 +16,8 @@ from diffnas.data import load_dataset
 from diffnas.errors import ConfigError, DataError, GenotypeError
 from diffnas.methods import METHODS
 from diffnas.spaces import get_space, load_architecture
+from diffnas.spaces.base import Mixing
+from diffnas.spaces.darts import fastops
 from diffnas.spaces.nb201 import Nb201Architecture
 from diffnas.spaces.nb201.supernet import SearchCell
 
@@ -151,6 +153,77 @@ def test_random_architecture_is_seeded_and_uniform():
         resolve("darts", overrides={"space": "nb201", "nb201": {"exclude_none": True}})
     )
     assert all(op != "none" for s in range(50) for op in no_none.random_architecture(random.Random(s)).ops)
+
+
+def cell_and_mix(active, double=True):
+    m = tiny_method("darts", space="nb201", in_channels=3, num_classes=5, search={"channels": 3, "layers": 1})
+    cell = m.net.cells[0].double() if double else m.net.cells[0]
+    g = torch.Generator().manual_seed(3)
+    alphas = torch.randn(6, 5, generator=g, dtype=torch.float64 if double else torch.float32).requires_grad_()
+    return cell, alphas, lambda w: Mixing(weights=w.softmax(-1), active=active)
+
+
+@pytest.mark.parametrize(
+    "active",
+    [[list(range(5))] * 6, [[0], [1, 4], [2], [3, 4], [4], [0, 1]], [[0]] * 3 + [[1, 2]] * 3],
+    ids=["all", "some", "none-into-node-1"],
+)
+def test_source_node_function_equals_autograd_of_the_plain_ops(monkeypatch, active):
+    """The hand-written backward of one node's edges (_SourceNode) against autograd through the same
+    ops (fastops off): outputs, gradients of input, conv weights and alphas, second order, running stats."""
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(fastops, "ENABLED", fast)
+        cell, alphas, mix = cell_and_mix(active)
+        x = torch.randn(4, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        x.requires_grad_()
+        out = cell(x, mix(alphas))
+        weights = [p for p in cell.parameters() if p.requires_grad]
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
+        grads = torch.autograd.grad(loss, [x, alphas, *weights], create_graph=True, allow_unused=True)
+        # second order: the alphas' gradient of the input gradient's squared norm (a Hessian-vector product)
+        hvp = torch.autograd.grad((grads[0] ** 2).sum(), alphas)[0]
+        stats = [b.clone() for n, b in cell.named_buffers() if "running" in n]
+        results.append((out.detach(), [None if g is None else g.detach() for g in grads], hvp, stats))
+    (o1, g1, h1, s1), (o2, g2, h2, s2) = results
+    assert torch.allclose(o1, o2, atol=1e-12)
+    for a, b in zip(g1, g2):
+        if a is None or b is None:  # inactive ops; conv biases: zero under batch statistics, left out when fused
+            assert all(t is None or t.abs().max() < 1e-10 for t in (a, b))
+        else:
+            assert torch.allclose(a, b, atol=1e-10)
+    assert torch.allclose(h1, h2, atol=1e-10)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(s1, s2))
+
+
+@pytest.mark.parametrize("method,extra", [("pc-darts", {}), ("darts", {"relaxation": "crb"})])
+def test_fused_nodes_equal_autograd_with_partial_channels_and_node_norms(monkeypatch, method, extra):
+    """PC-DARTS's channel slices (a strided node input) and DARTS-PRIME's node norms through _SourceNode."""
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(fastops, "ENABLED", fast)
+        search = {"channels": 8, "layers": 1, **extra}
+        m = tiny_method(method, space="nb201", in_channels=3, num_classes=5, search=search)
+        assert m.net.cells[0].k == 4 or m.net.cells[0].node_norms is not None
+        x, y = batch(4, 3, 8, 5)
+        loss = F.cross_entropy(m.net(x), y)
+        grads = torch.autograd.grad(loss, m.weights + m.arch, allow_unused=True)
+        results.append((loss.detach(), grads))
+    (l1, g1), (l2, g2) = results
+    assert torch.allclose(l1, l2, atol=1e-6)
+    for a, b in zip(g1, g2):
+        if a is not None and b is not None:
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+        else:  # conv biases (zero under batch statistics) and unused parameters
+            assert all(t is None or t.abs().max() < 1e-5 for t in (a, b))
+
+
+def test_source_node_function_passes_gradcheck():
+    """Finite differences of the whole cell (through _SourceNode), in float64."""
+    cell, alphas, mix = cell_and_mix([list(range(5))] * 6)
+    x = torch.randn(3, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_()
+    w = cell.edges[0].ops["nor_conv_3x3"].op[1].weight
+    assert torch.autograd.gradcheck(lambda x, a, w: cell(x, mix(a)), (x, alphas, w), eps=1e-6, atol=1e-5)
 
 
 SETUPS = [(m, {}) for m in METHODS if m not in ("random", "rsws")] + [

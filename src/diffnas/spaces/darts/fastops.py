@@ -80,6 +80,16 @@ def usable(x: torch.Tensor, bn) -> bool:
     )
 
 
+def bn_input_grad(gy: torch.Tensor, y: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:
+    """Input gradient of a non-affine, batch-statistics BN from its output: y is x-hat, so
+    d/db = invstd * (gy - mean(gy) - y * mean(gy * y)), in one fused kernel (the native BN
+    backward with x-hat = y as its input, mean 0, invstd 1, weight = invstd)."""
+    zeros, ones = torch.zeros_like(invstd), torch.ones_like(invstd)
+    return torch.ops.aten.native_batch_norm_backward(
+        gy, y, invstd, None, None, zeros, ones, True, 0.0, (True, False, False)
+    )[0]
+
+
 class _ReluConvBN(torch.autograd.Function):
     """y = BN(conv2(conv1(relu(x)))), conv2 (a 1x1 conv) optional, BN without affine, batch statistics."""
 
@@ -103,20 +113,7 @@ class _ReluConvBN(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.conf
         if torch.is_grad_enabled():  # create_graph: differentiate the plain ops so higher orders are exact
             return _plain_backward(ctx, gy, x, w1, w2, ctx.bn_eps)
-        # BN without affine: y is x-hat, so d/db = invstd * (gy - mean(gy) - y * mean(gy * y))
-        # (one fused kernel: the native BN backward with x-hat = y as input, mean 0, invstd 1, weight = invstd)
-        ga = torch.ops.aten.native_batch_norm_backward(
-            gy,
-            y,
-            invstd,
-            None,
-            None,
-            torch.zeros_like(invstd),
-            torch.ones_like(invstd),
-            True,
-            0.0,
-            (True, False, False),
-        )[0]
+        ga = bn_input_grad(gy, y, invstd)
         want_x = ctx.needs_input_grad[0]
         want_w1, want_w2 = (ctx.needs_input_grad[i] and _will_run(ctx.weight_nodes[i - 1]) for i in (1, 2))
         want_w2 = want_w2 and w2 is not None

@@ -7,9 +7,10 @@ What differs is how a cell is computed, with the same outputs and gradients:
 - `none` is never computed (its weighted output is zero);
 - the convolutions of all edges leaving one node read the same input, so they run as one
   convolution (the 1x1 kernels as the centres of 3x3 ones) with one ReLU and one batch
-  norm; in CPU training this is ``fastops``'s fused ReLU-conv-BN, which keeps only its
-  input and output for the backward pass and recomputes the ReLU;
-- a node's average pool is computed once, whichever edges read it.
+  norm; a node's average pool is computed once, whichever edges read it;
+- in CPU training, everything the edges leaving one node send on (conv, BN, pool and the
+  weighted sums) is one autograd Function, ``_SourceNode``, with a hand-written backward:
+  one autograd node per node instead of a few dozen, the ReLU recomputed, not stored.
 
 Under batch statistics (training), the conv bias before a non-affine BN cancels exactly,
 so the fused training path leaves it out (its gradient is zero either way); evaluation
@@ -48,6 +49,138 @@ def _kernel3(w: torch.Tensor) -> torch.Tensor:
     return w if k == 3 else F.pad(w, (1, 1, 1, 1))
 
 
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+
+
+def _window_sums(x: torch.Tensor) -> torch.Tensor:
+    """Each 3x3 window's sum (zero padding), as a depthwise conv of ones: with 1/count, the average pool,
+    on CPU several times faster than ``avg_pool2d`` and its backward (which is the same conv, of g/count)."""
+    c = x.shape[1]
+    return F.conv2d(x, x.new_ones(c, 1, 3, 3), None, 1, 1, 1, c)
+
+
+def _inverse_counts(x: torch.Tensor) -> torch.Tensor:
+    """1 / the number of in-image positions in each 3x3 window."""
+    return _window_sums(x.new_ones(1, 1, *x.shape[-2:])).reciprocal_()
+
+
+def _pooled(plan) -> bool:
+    return any(kind == "avg_pool_3x3" for _, terms in plan for kind, _, _ in terms)
+
+
+def _term(kind: str, slot, x, y, pool, c: int) -> torch.Tensor:
+    """The tensor one term of a node's plan weighs: its input, its pool, or one slot of its conv outputs."""
+    if kind == "skip_connect":
+        return x
+    if kind == "avg_pool_3x3":
+        return pool
+    return y[:, slot * c : (slot + 1) * c]
+
+
+def _mix(plan, a, x, y, pool, c: int) -> list[torch.Tensor]:
+    """Per edge of ``plan``: the sum over its terms (op name, conv slot, op index) of weight times tensor."""
+    outs, grad = [], torch.is_grad_enabled()
+    for e, terms in plan:
+        row = a[e]
+        out = None
+        for kind, slot, o in terms:
+            t = _term(kind, slot, x, y, pool, c)
+            if out is None:
+                out = t * row[o]
+            else:  # (in place where autograd does not look)
+                out = out + t * row[o] if grad else out.addcmul_(t, row[o])
+        outs.append(out)
+    return outs
+
+
+class _SourceNode(torch.autograd.Function):
+    """What the edges leaving one node send to the nodes they enter, as one autograd node (CPU training).
+
+    ``plan``: per edge, (edge, its terms (op name, conv slot, op index)); ``a``: the op weights [E, O];
+    ``w``: every conv of these edges as one 3x3 kernel. Forward: ReLU, the one conv, the
+    non-affine BN (batch statistics, running statistics updated), the pool, the weighted sums.
+    Saved: the input, the BN output (which is also the BN's x-hat) and its 1/std, the pool;
+    the ReLU is recomputed in backward. All conv terms' weight gradients are one product and
+    reduction, their slots' gradients one scaling, and the pool has one backward per node.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, a, stats, plan, c):
+        y = invstd = None
+        if w is not None:
+            b = F.conv2d(F.relu(x), w, None, 1, 1)
+            y, _, invstd = torch.ops.aten.native_batch_norm(
+                b, None, None, stats.running_mean, stats.running_var, True, stats.momentum, stats.eps
+            )
+            del b
+        pool = _window_sums(x).mul_(_inverse_counts(x)) if _pooled(plan) else None
+        outs = _mix(plan, a, x, y, pool, c)
+        ctx.plan, ctx.c, ctx.eps = plan, c, stats.eps if stats is not None else None
+        ctx.weight_node = getattr(w, "grad_fn", None)
+        ctx.save_for_backward(x, w, a, y, invstd, pool)
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, w, a, y, invstd, pool = ctx.saved_tensors
+        plan, c = ctx.plan, ctx.c
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain ops so higher orders are exact
+            return _SourceNode.plain_backward(ctx, grads, x, w, a)
+        gx = gpool = gy = None
+        ga = torch.zeros_like(a)
+        convs = []  # (edge, op) per conv slot
+        if y is not None:
+            gy = torch.empty_like(y)  # first each slot's edge gradient, then times its weight
+        for (e, terms), g in zip(plan, grads):
+            row = a[e]
+            for kind, slot, o in terms:
+                if kind == "skip_connect":
+                    ga[e, o] = torch.sum(g * x)
+                    gx = g * row[o] if gx is None else gx.add_(g * row[o])
+                elif kind == "avg_pool_3x3":
+                    ga[e, o] = torch.sum(g * pool)
+                    gpool = g * row[o] if gpool is None else gpool.add_(g * row[o])
+                else:
+                    gy[:, slot * c : (slot + 1) * c] = g
+                    convs.append((slot, e, o))
+        if convs:  # every conv term's weight gradient and its slot's gradient at once
+            convs.sort()
+            es, os_ = [e for _, e, _ in convs], [o for _, _, o in convs]
+            ga[es, os_] = (gy * y).sum((0, 2, 3)).view(len(convs), c).sum(1)
+            gy.mul_(a[es, os_].repeat_interleave(c).view(1, -1, 1, 1))
+        if gpool is not None:  # the pool's backward: the same depthwise conv of ones, of g / count
+            gp = _window_sums(gpool.mul_(_inverse_counts(x)))
+            gx = gp if gx is None else gx.add_(gp)
+        gw = None
+        if y is not None:
+            gb = fastops.bn_input_grad(gy, y, invstd)
+            del gy
+            want_w = ctx.needs_input_grad[1] and fastops._will_run(ctx.weight_node)
+            r = F.relu(x) if want_w else x  # (only its shape is read when no weight gradient is wanted)
+            gr, gw, _ = torch.ops.aten.convolution_backward(
+                gb, r, w, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1, (True, want_w, False)
+            )
+            gr = torch.ops.aten.threshold_backward(gr, x, 0)
+            gx = gr if gx is None else gx.add_(gr)
+        return gx, gw, ga, None, None, None
+
+    @staticmethod
+    def plain_backward(ctx, grads, x, w, a):
+        # views: their gradients are the direct ones (a also reaches these outputs through x, via earlier nodes)
+        x, w, a = (None if t is None else t.view_as(t) for t in (x, w, a))
+        y = None
+        if w is not None:  # batch statistics, no running-statistics update (done once, in forward)
+            y = F.batch_norm(F.conv2d(F.relu(x), w, None, 1, 1), None, None, training=True, eps=ctx.eps)
+        outs = _mix(ctx.plan, a, x, y, _pool(x) if _pooled(ctx.plan) else None, ctx.c)
+        inputs = [(i, t) for i, t in enumerate((x, w, a)) if ctx.needs_input_grad[i]]
+        found = torch.autograd.grad(outs, [t for _, t in inputs], grads, create_graph=True, allow_unused=True)
+        result = [None] * 6
+        for (i, _), g in zip(inputs, found):
+            result[i] = g
+        return tuple(result)
+
+
 class SearchCell(nn.Module):
     def __init__(self, C: int, index: int, relax):
         super().__init__()
@@ -62,16 +195,13 @@ class SearchCell(nn.Module):
             nn.ModuleList(nn.BatchNorm2d(C, affine=False) for _ in range(NODES - 1)) if relax.node_norm else None
         )
 
-    def convs(self, x: torch.Tensor, pairs) -> list[torch.Tensor]:
-        """The outputs of the ReLU-conv-BN ops ``pairs`` [(edge, name)], all reading ``x``, as one convolution."""
-        mods = [self.edges[e].ops[n].op for e, n in pairs]
-        convs, bns = [m[1] for m in mods], [m[2] for m in mods]
-        w = torch.cat([_kernel3(c.weight) for c in convs])
+    def bn_stats(self, bns):
+        """The running statistics of the BNs ``bns`` as one BN's (nn.BatchNorm's update factor for this step)."""
         bn0 = bns[0]
         tracked = bn0.track_running_stats
-        # nn.BatchNorm's factor for this update (momentum None: the cumulative average)
+        # (momentum None: the cumulative average)
         momentum = bn0.momentum if bn0.momentum is not None else 1.0 / float(bn0.num_batches_tracked + 1)
-        stats = types.SimpleNamespace(
+        return types.SimpleNamespace(
             running_mean=torch.cat([b.running_mean for b in bns]) if tracked else None,
             running_var=torch.cat([b.running_var for b in bns]) if tracked else None,
             momentum=momentum,
@@ -81,51 +211,67 @@ class SearchCell(nn.Module):
             affine=False,
             track_running_stats=tracked,
         )
-        if fastops.usable(x, stats):
-            y = fastops._ReluConvBN.apply(x, w, None, stats, 1, 1, 1, 1)
-            with torch.no_grad():  # the batch mean with the bias, as the plain op's running mean has it
-                stats.running_mean.add_(torch.cat([c.bias for c in convs]), alpha=momentum)
+
+    def read(self, x: torch.Tensor, j: int, weights: torch.Tensor, active) -> dict:
+        """{edge: its output} for the edges leaving node j (input ``x``): their convs as one convolution
+        (1x1 kernels as 3x3 centres) with one ReLU and one BN, one pool, the weighted sums."""
+        names = self.names
+        plan, pairs = {}, []  # plan[edge]: [(op name, conv slot, op index)]; pairs: (edge, conv name) per slot
+        for e, (_, src) in enumerate(EDGES):
+            if src != j:
+                continue
+            for o in active[e]:
+                name = names[o]
+                if name == "none":
+                    continue
+                if name in CONV_KERNELS:
+                    pairs.append((e, name))
+                plan.setdefault(e, []).append((name, len(pairs) - 1 if name in CONV_KERNELS else None, o))
+        if not plan:
+            return {}
+        plan = list(plan.items())
+        w = bias = stats = bns = None
+        if pairs:
+            convs = [self.edges[e].ops[n].op[1] for e, n in pairs]
+            bns = [self.edges[e].ops[n].op[2] for e, n in pairs]
+            w = torch.cat([_kernel3(conv.weight) for conv in convs])
+            bias = torch.cat([conv.bias for conv in convs])
+            stats = self.bn_stats(bns)
+        plain_bn = types.SimpleNamespace(training=self.training, affine=False, track_running_stats=True)
+        if fastops.usable(x, stats or plain_bn):
+            outs = _SourceNode.apply(x, w, weights, stats, plan, self.c_ops)
+            if stats is not None:
+                with torch.no_grad():  # the batch mean with the bias, as the plain op's running mean has it
+                    stats.running_mean.add_(bias, alpha=stats.momentum)
         else:
-            b = F.conv2d(F.relu(x), w, torch.cat([c.bias for c in convs]), padding=1)
-            batch_stats = bn0.training or not tracked
-            y = F.batch_norm(b, stats.running_mean, stats.running_var, None, None, batch_stats, momentum, bn0.eps)
-        if tracked and bn0.training:  # each op's BN gets its own running-statistics update
+            y = None
+            if pairs:
+                b = F.conv2d(F.relu(x), w, bias, padding=1)
+                batch_stats = stats.training or not stats.track_running_stats
+                y = F.batch_norm(
+                    b, stats.running_mean, stats.running_var, None, None, batch_stats, stats.momentum, stats.eps
+                )
+            outs = _mix(plan, weights, x, y, _pool(x) if _pooled(plan) else None, self.c_ops)
+        if stats is not None and stats.track_running_stats and stats.training:  # each op's BN gets its update
             with torch.no_grad():
-                for b, m, v in zip(bns, stats.running_mean.split(self.c_ops), stats.running_var.split(self.c_ops)):
+                c = self.c_ops
+                for b, m, v in zip(bns, stats.running_mean.split(c), stats.running_var.split(c)):
                     b.running_mean.copy_(m)
                     b.running_var.copy_(v)
                     b.num_batches_tracked.add_(1)
-        return list(y.split(self.c_ops, dim=1))
+        return dict(zip([e for e, _ in plan], outs))
 
     def forward(self, x: torch.Tensor, mix: Mixing) -> torch.Tensor:
-        names, k, c = self.names, self.k, self.c_ops
+        k, c = self.k, self.c_ops
         weights = mix.weights if mix.edge_weights is None else mix.weights * mix.edge_weights[:, None]
-        active = [[o for o in ops if names[o] != "none"] for ops in mix.active]
-        states, inputs, terms = [x], [], {}  # terms[(edge, op name)]: that op's output
-
-        def read(j: int) -> None:
-            """Compute what the edges leaving node j need: its conv outputs at once, its pool once."""
-            s = states[j][:, :c] if k > 1 else states[j]
-            inputs.append(s)
-            out = [e for e, (_, src) in enumerate(EDGES) if src == j]
-            pairs = [(e, names[o]) for e in out for o in active[e] if names[o] in CONV_KERNELS]
-            if pairs:
-                terms.update(zip(pairs, self.convs(s, pairs)))
-            if any(names[o] == "avg_pool_3x3" for e in out for o in active[e]):
-                pool = F.avg_pool2d(s, 3, 1, 1, count_include_pad=False)
-                terms.update({(e, "avg_pool_3x3"): pool for e in out})
-
+        states, sent = [x], {}  # sent[edge]: that edge's output
         for i in range(1, NODES):
-            read(i - 1)
-            total = None
-            for e in node_edges(i):
-                j = EDGES[e][1]
-                for o in active[e]:
-                    t = inputs[j] if names[o] == "skip_connect" else terms[(e, names[o])]
-                    y = weights[e, o] * t
-                    total = y if total is None else total + y
-            if total is None:  # no op runs into this node: it is zero
-                total = inputs[0].new_zeros(inputs[0].shape)
+            s = states[i - 1][:, :c] if k > 1 else states[i - 1]
+            sent.update(self.read(s, i - 1, weights, mix.active))
+            terms = [sent[e] for e in node_edges(i) if e in sent]
+            total = terms[0] if terms else s.new_zeros(s.shape)  # no op runs into this node: it is zero
+            for t in terms[1:]:
+                total = total + t
             if k > 1:  # PC-DARTS: the bypassed channels, weighted by each edge's weight, then the shuffle
                 bypass = None
                 for e in node_edges(i):
