@@ -118,7 +118,7 @@ def _auto_report(target) -> None:
     if not distributed.is_main():
         return
     try:
-        print(f"report: {report(target)}", file=sys.stderr)
+        print(f"report: {report(target)}")
     except Exception as e:  # a report bug or a full disk must not turn a finished run into a failure
         print(f"diffnas: warning: no report written for {target}: {type(e).__name__}: {e}", file=sys.stderr)
 
