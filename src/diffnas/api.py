@@ -20,7 +20,7 @@ from .engine.train import TrainResult
 from .engine.train import train as _train
 from .errors import ConfigError, DiffnasError
 from .runtime import distributed
-from .spaces import Architecture, load_architecture
+from .spaces import Architecture, architecture_path, load_architecture
 
 
 def list_methods() -> list[dict]:
@@ -75,6 +75,25 @@ def _writing(out):
         raise DiffnasError(f"{e.filename or out}: {e.strerror or e}") from None
 
 
+# what a run directory holds once a run has started in it (a `diffnas run`: in its search/ and train/)
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json", "result.json")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse to start a run in a directory that holds one, unless ``force``: a finished run is not
+    overwritten by a repeated command."""
+    if force or not out.is_dir():
+        return
+    found = [f for d in (out, out / "search", out / "train") for f in RUN_FILES if (d / f).is_file()]
+    if not found:
+        return
+    if any((out / f).is_file() for f in ("summary.json", "result.json", "train/result.json")):
+        raise ConfigError(f"{out} holds a finished run; choose another --out, or replace it with --force")
+    raise ConfigError(
+        f"{out} holds a started run; continue it with --resume {out}, choose another --out, or replace it with --force"
+    )
+
+
 def _default_out(kind: str, cfg) -> Path:
     return Path("runs") / f"{kind}-{cfg.get('method', 'genotype')}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -98,9 +117,13 @@ def draw(run_dir, genotype: Architecture) -> list[Path]:
     return paths
 
 
-def search(out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, **overrides) -> SearchResult:
+def search(
+    out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, force=False, **overrides
+) -> SearchResult:
+    """Search (or resume one); ``force``: reuse an ``out`` that holds a run."""
     cfg = _config(resume, config, preset, overrides, "search")
     out = Path(resume or out or _default_out("search", cfg))
+    _check_out(out, force or bool(resume))
     with _writing(out):
         result = _search(cfg, out, resume=bool(resume), progress=progress, callbacks=callbacks)
     draw(out, result.genotype)
@@ -108,8 +131,17 @@ def search(out=None, resume=None, config=None, preset=None, progress=True, callb
 
 
 def train(
-    genotype=None, out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, **overrides
+    genotype=None,
+    out=None,
+    resume=None,
+    config=None,
+    preset=None,
+    progress=True,
+    callbacks=None,
+    force=False,
+    **overrides,
 ) -> TrainResult:
+    """Retrain ``genotype`` (an Architecture, a genotype file or a run directory) from scratch, or resume."""
     if genotype is not None and not isinstance(genotype, Architecture):
         genotype = load_architecture(genotype)
     if resume:
@@ -122,12 +154,14 @@ def train(
         overrides.setdefault("space", genotype.space)
         cfg = _config(None, config, preset, overrides)
     out = Path(resume or out or _default_out("train", cfg))
+    _check_out(out, force or bool(resume))
     with _writing(out):
         return _train(cfg, genotype, out, resume=bool(resume), progress=progress, callbacks=callbacks)
 
 
-def run(out=None, resume=None, config=None, preset=None, progress=True, **overrides):
-    """Search, derive, retrain, report: ``out/search`` and ``out/train``."""
+def run(out=None, resume=None, config=None, preset=None, progress=True, force=False, **overrides):
+    """Search, derive, retrain, report: ``out/search`` and ``out/train``; ``force``: reuse an ``out`` that
+    holds a run."""
     if resume:
         out = Path(resume)
         s = search(resume=out / "search", config=config, preset=preset, progress=progress, **overrides)
@@ -139,8 +173,9 @@ def run(out=None, resume=None, config=None, preset=None, progress=True, **overri
         return s, t
     cfg = _config(None, config, preset, overrides)
     out = Path(out or _default_out("run", cfg))
-    s = search(out=out / "search", config=config, preset=preset, progress=progress, **overrides)
-    t = train(s.genotype, out=out / "train", config=config, preset=preset, progress=progress, **overrides)
+    _check_out(out, force)
+    s = search(out=out / "search", config=config, preset=preset, progress=progress, force=True, **overrides)
+    t = train(s.genotype, out=out / "train", config=config, preset=preset, progress=progress, force=True, **overrides)
     return s, t
 
 
@@ -166,9 +201,9 @@ def _train_overrides(search_dir) -> dict:
 
 def show(target) -> list[str]:
     """Print-ready lines for a genotype or run directory; draws its cells (and weights plots) beside it."""
-    path = Path(target)
+    path = architecture_path(target)
     genotype = load_architecture(path)
-    folder = path if path.is_dir() else path.parent
+    folder = path.parent
     lines = [str(genotype)]
     lines += [f"wrote {p}" for p in draw(folder, genotype)]
     return lines

@@ -11,7 +11,7 @@ YAML file, the flags and ``--set``.
 from __future__ import annotations
 
 from .config import DEFAULTS, PRESETS, Config, load_yaml, merge, migrate, validate
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .methods import METHODS, get_method
 from .regularizers import REGULARIZERS, get_regularizer
 from .relax import RELAXATIONS, get_relaxation
@@ -33,7 +33,9 @@ def resolve(
     layers = [{"method": method} if method else {}]
     if preset:
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
+            raise ConfigError(
+                f"unknown preset '{preset}'{did_you_mean(preset, PRESETS)}; choose from {', '.join(PRESETS)}"
+            )
         layers.append(PRESETS[preset])
     if file:
         layers.append(load_yaml(file))

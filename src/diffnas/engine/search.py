@@ -8,12 +8,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import Config
-from ..data import Augment, BatchStream, check_batch_size, load_dataset, split_indices
+from ..data import Augment, BatchStream, check_batch_size, eval_batches, load_dataset, split_indices
 from ..methods import build_method
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, load_architecture, space_from_config
-from .loop import check_finite, evaluate_split, resolve_device, run_job
+from .loop import below_chance_note, check_finite, evaluate_split, reestimate_bn, resolve_device, run_job
 from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl", "steps.jsonl", "genotypes.jsonl")
@@ -46,12 +46,34 @@ class SearchJob:
         common = dict(mean=data.mean, std=data.std, augment=augment, device=self.device, part=part)
         self.train = BatchStream(data.train_x, data.train_y, train_idx, s.batch_size, seed=cfg.seed, **common)
         self.val = BatchStream(data.train_x, data.train_y, val_idx, s.batch_size, seed=cfg.seed + 1, **common)
-        self.val_idx = val_idx
+        self.val_idx, self.train_idx = val_idx, train_idx
         self.space = space_from_config(cfg)
         self.method = build_method(cfg, self.space, data.in_channels, data.num_classes, self.device)
         self.epochs = s.epochs
+        self.steps_per_epoch = self.train.steps_per_epoch
+        self.bn_batches = s.get("bn_batches", 0)  # absent in runs of earlier versions
+        self._short = ""  # the genotype of the last epoch, in short form
 
-    def run_epoch(self, epoch: int) -> dict:
+    def size_line(self) -> str:
+        params = sum(p.numel() for net in self.method.modules() for p in net.parameters()) / 1e6
+        s, d = self.cfg.search, self.data
+        return (
+            f"search: {self.cfg.method} on {d.name} ({len(self.train_idx)} train + {len(self.val_idx)} val images, "
+            f"{d.image_size}x{d.image_size}), supernet {params:.2f} M parameters ({s.channels} channels, "
+            f"{s.layers} cells), {self.steps_per_epoch} steps/epoch x {self.epochs} epochs, on {self.device}"
+        )
+
+    def epoch_note(self, record: dict) -> str:
+        note = below_chance_note(record.get("val_acc"), self.data.num_classes, "search", self.bn_batches)
+        return " | ".join(x for x in (self._short, note) if x)
+
+    def _bn_batches(self) -> list:
+        """The first ``bn_batches`` batches of the weights' split, unaugmented (the streams stay untouched)."""
+        b, d = self.cfg.search.batch_size, self.data
+        idx = self.train_idx[: self.bn_batches * b]
+        return list(eval_batches(d.train_x[idx], d.train_y[idx], b, mean=d.mean, std=d.std, device=self.device))
+
+    def run_epoch(self, epoch: int, tick=lambda: None) -> dict:
         m = self.method
         steps = self.train.steps_per_epoch
         m.epoch_start(epoch, steps)
@@ -67,8 +89,11 @@ class SearchJob:
                     sums.setdefault(k, []).append(rec[k])
             self.run.append("steps.jsonl", {"epoch": epoch, "step": i, **rec})
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{rec.get('acc', 0):.2f}")
+            tick()
         lr = m.w_lr
         m.epoch_end()
+        if self.bn_batches:
+            reestimate_bn(m.modules(), self._bn_batches())
         distributed.average_buffers(*m.modules())  # BN running statistics: the same on every rank
         x, y = self.data.train_x[self.val_idx], self.data.train_y[self.val_idx]
         evaluation = evaluate_split(
@@ -77,11 +102,13 @@ class SearchJob:
             y,
             4 * self.cfg.search.batch_size,
             "val",
+            progress=self.progress,
             mean=self.data.mean,
             std=self.data.std,
             device=self.device,
         )
         genotype = m.genotype()
+        self._short = genotype.short()
         self.run.append("genotypes.jsonl", {"epoch": epoch, "genotype": genotype.to_dict()})
         if self.run.write:
             genotype.save(self.run.file("genotype.json"))
@@ -131,6 +158,6 @@ def search(cfg: Config, out, resume: bool = False, progress: bool = True, callba
         )
         return result
 
-    result = run_job(lambda run: SearchJob(cfg, run, progress), cfg, out, resume, callbacks, LOGS, finish)
+    result = run_job(lambda run: SearchJob(cfg, run, progress), cfg, out, resume, callbacks, LOGS, finish, "search")
     distributed.barrier()  # every rank sees rank 0's finished run directory before going on
     return result

@@ -11,11 +11,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from ..config import Config
-from ..data import Augment, BatchStream, check_batch_size, load_dataset
+from ..data import Augment, BatchStream, check_batch_size, eval_batches, load_dataset
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, get_space_class
-from .loop import check_finite, evaluate_split, resolve_device, run_job
+from .loop import below_chance_note, check_finite, evaluate_split, reestimate_bn, resolve_device, run_job
 from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl",)
@@ -78,8 +78,21 @@ class TrainJob:
         self.opt = torch.optim.SGD(self.net.parameters(), t.lr, momentum=t.momentum, weight_decay=t.wd)
         self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, t.epochs, eta_min=t.lr_min)
         self.epochs = t.epochs
+        self.steps_per_epoch = self.train.steps_per_epoch
+        self.bn_batches = t.get("bn_batches", 0)  # absent in runs of earlier versions
 
-    def run_epoch(self, epoch: int) -> dict:
+    def size_line(self) -> str:
+        t, d = self.cfg.train, self.data
+        return (
+            f"retrain: {d.name} ({len(d.train_y)} train, {len(d.test_y)} test images, {d.image_size}x{d.image_size}), "
+            f"network {count_params_m(self.net):.2f} M parameters ({t.channels} channels, {t.layers} cells), "
+            f"{self.steps_per_epoch} steps/epoch x {self.epochs} epochs, on {self.device}"
+        )
+
+    def epoch_note(self, record: dict) -> str:
+        return below_chance_note(record.get("test_acc"), self.data.num_classes, "train", self.bn_batches)
+
+    def run_epoch(self, epoch: int, tick=lambda: None) -> dict:
         t = self.cfg.train
         self.net.train()
         self.net.drop_prob = t.drop_path * epoch / self.epochs
@@ -110,6 +123,7 @@ class TrainJob:
             correct += (logits.argmax(1) == y).sum().item()
             seen += y.numel()
             bar.set_postfix(loss=f"{value:.3f}")
+            tick()
         self.lr_schedule.step()
         losses, correct, seen = distributed.sum_values([losses, correct, seen])
         test = self.test()
@@ -123,14 +137,20 @@ class TrainJob:
 
     def test(self) -> dict:
         """Test loss and metric on the whole test set (a multi-process run: each rank a part, counts summed)."""
-        distributed.average_buffers(self.net)  # BN running statistics: the same on every rank
         d = self.data
+        if self.bn_batches:
+            b = self.cfg.train.batch_size
+            n = self.bn_batches * b  # the first training images, unaugmented (the stream stays untouched)
+            batches = eval_batches(d.train_x[:n], d.train_y[:n], b, mean=d.mean, std=d.std, device=self.device)
+            reestimate_bn([self.net], list(batches))
+        distributed.average_buffers(self.net)  # BN running statistics: the same on every rank
         return evaluate_split(
             lambda batches: self.task.evaluate(self.net, batches),
             d.test_x,
             d.test_y,
             256,
             "test",
+            progress=self.progress,
             mean=d.mean,
             std=d.std,
             device=self.device,
@@ -193,6 +213,6 @@ def train(
         )
         return result
 
-    result = run_job(make_job, cfg, out, resume, callbacks, LOGS, finish)
+    result = run_job(make_job, cfg, out, resume, callbacks, LOGS, finish, "retrain")
     distributed.barrier()  # every rank sees rank 0's finished run directory before going on
     return result

@@ -35,6 +35,7 @@ except ImportError:  # Windows: no locking
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
+LOG_TXT = "log.txt"  # the run's console lines (sizes, estimates, one line per epoch), appended across resumes
 
 
 class RunDirBusy(DiffnasError):
@@ -224,6 +225,19 @@ class RunDir:
             return
         append_line(self.file(name), json.dumps(_jsonable(record)), check_end=name not in self._ended)
         self._ended.add(name)
+
+    def say(self, line: str, warning: bool = False) -> None:
+        """A line for the user: printed (above any progress bar) and appended to ``log.txt``, which a
+        resumed run continues. Only the writer (rank 0) says anything."""
+        if not self.write:
+            return
+        from tqdm import tqdm
+
+        tqdm.write(f"diffnas: warning: {line}" if warning else line, file=sys.stderr if warning else sys.stdout)
+        if self.path.is_dir():
+            text = ("warning: " if warning else "") + line
+            append_line(self.file(LOG_TXT), text, check_end=LOG_TXT not in self._ended)
+            self._ended.add(LOG_TXT)
 
     def read_log(self, name: str) -> list[dict]:
         path = self.file(name)

@@ -46,6 +46,7 @@ DARTS_TRAIN = {
     "crop_padding": None,
     "drop_path": 0.2,
     "auxiliary": 0.4,  # weight of the auxiliary head's loss; 0 turns the head off
+    "bn_batches": 0,  # re-estimate BN statistics on this many training batches before testing (0: the paper's)
 }
 
 
