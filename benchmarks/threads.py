@@ -42,6 +42,7 @@ POLICIES = {
     # what torch does when nothing is set: 2 OpenMP threads, libgomp's default spin-then-sleep
     "before (torch default)": {"DIFFNAS_THREADS": "off"},
     "after (diffnas policy)": {},
+    "one thread (reference)": {"DIFFNAS_THREADS": "off", "OMP_NUM_THREADS": "1"},
 }
 
 

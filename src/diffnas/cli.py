@@ -290,6 +290,7 @@ def _dispatch(args, parser) -> int:
             **overrides,
         )
         _print(api.summary_lines(search=result))
+        _print(_next_steps(parser, result.run_dir, args.preset, searched=True))
     elif args.command == "train":
         if not (args.genotype or args.resume):
             parser.error("train needs --genotype (or --resume RUN_DIR)")
@@ -305,6 +306,7 @@ def _dispatch(args, parser) -> int:
             **overrides,
         )
         _print(api.summary_lines(train=result))
+        _print(_next_steps(parser, result.run_dir, args.preset))
     elif args.command == "run":
         overrides = _overrides(args, None)
         s, t = api.run(
@@ -318,7 +320,33 @@ def _dispatch(args, parser) -> int:
         )
         _print(api.summary_lines(search=s, train=t))
         _print(f"pictures and files: {Path(t.run_dir).parent}")
+        _print(_next_steps(parser, Path(t.run_dir).parent, args.preset))
     return 0
+
+
+def _next_steps(parser, run_dir, preset: str | None, searched: bool = False) -> str:
+    """What a user does next with a finished run: retrain (larger), look at the pictures and curves, the
+    report; only commands this diffnas has."""
+    run_dir = Path(run_dir)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    lines = ["next:"]
+    if searched:
+        same = f" --preset {preset}" if preset else ""
+        lines.append(f"  retrain it:     diffnas train --genotype {run_dir}{same} --out {run_dir}-train")
+    if preset or searched:
+        lines.append(
+            f"  retrain larger: diffnas train --genotype {run_dir} --out {run_dir}-full "
+            "(the space's paper protocol, e.g. DARTS: 36 channels, 20 cells, 600 epochs: a GPU's day)"
+        )
+    pictures = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.png"))
+    if pictures:
+        lines.append(f"  pictures:       {run_dir}/ {', '.join(pictures)}")
+    if any(run_dir.rglob("tb")):
+        lines.append(f"  curves:         tensorboard --logdir {run_dir}")
+    if "report" in commands:
+        lines.append(f"  report:         diffnas report {run_dir}")
+    lines.append(f"  epoch by epoch: {', '.join(str(p) for p in sorted(run_dir.rglob('log.txt')))}")
+    return "\n".join(lines)
 
 
 def _print(text: str) -> None:

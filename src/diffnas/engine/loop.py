@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..data import eval_batches
+from ..data import ImageDataset, download, download_folder, eval_batches, load_dataset
 from ..errors import TrainingDiverged
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, rng_state, set_rng_state
@@ -47,6 +47,17 @@ class Job(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+def load_data(cfg) -> ImageDataset:
+    """The run's data set; with ``download`` (``--download``), rank 0 fetches what is missing first."""
+    data_dir = cfg.data_dir
+    if cfg.get("download"):
+        if distributed.is_main():
+            download(cfg.dataset, data_dir)
+        distributed.barrier()
+        data_dir = download_folder(cfg.dataset, data_dir)
+    return load_dataset(cfg.dataset, data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
 
 
 def resolve_device(name: str) -> torch.device:

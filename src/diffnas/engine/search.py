@@ -8,12 +8,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import Config
-from ..data import Augment, BatchStream, check_batch_size, eval_batches, load_dataset, split_indices
+from ..data import Augment, BatchStream, check_batch_size, eval_batches, split_indices
 from ..methods import build_method
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, load_architecture, space_from_config
-from .loop import below_chance_note, check_finite, evaluate_split, reestimate_bn, resolve_device, run_job
+from .loop import below_chance_note, check_finite, evaluate_split, load_data, reestimate_bn, resolve_device, run_job
 from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl", "steps.jsonl", "genotypes.jsonl")
@@ -36,7 +36,7 @@ class SearchJob:
         self.device = resolve_device(cfg.device)
         distributed.check_batch_size(s.batch_size, "search.batch_size")
         seed_everything(cfg.seed)
-        data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
+        data = load_data(cfg)
         self.data = data
         train_idx, val_idx = split_indices(len(data.train_y), s.train_portion, cfg.seed)
         check_batch_size(s.batch_size, "search.batch_size", train_split=len(train_idx), val_split=len(val_idx))

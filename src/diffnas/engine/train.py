@@ -11,11 +11,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from ..config import Config
-from ..data import Augment, BatchStream, check_batch_size, eval_batches, load_dataset
+from ..data import Augment, BatchStream, check_batch_size, eval_batches
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, get_space_class
-from .loop import below_chance_note, check_finite, evaluate_split, reestimate_bn, resolve_device, run_job
+from .loop import below_chance_note, check_finite, evaluate_split, load_data, reestimate_bn, resolve_device, run_job
 from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl",)
@@ -55,7 +55,7 @@ class TrainJob:
         self.device = resolve_device(cfg.device)
         distributed.check_batch_size(t.batch_size, "train.batch_size")
         seed_everything(cfg.seed)
-        data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
+        data = load_data(cfg)
         self.data = data
         check_batch_size(t.batch_size, "train.batch_size", training_set=len(data.train_y))
         pad = t.crop_padding if t.crop_padding is not None else data.image_size // 8
