@@ -70,7 +70,7 @@ def download_folder(name: str, data_dir=None) -> Path:
     return (Path(env).expanduser() if env else cache_dir() / "data") / name
 
 
-def download(name: str, data_dir=None, progress: bool = True) -> Path:
+def download_dataset(name: str, data_dir=None, progress: bool = True) -> Path:
     """Fetch (or finish fetching) data set ``name`` into its folder; returns the folder."""
     if name not in SOURCES:
         raise DataError(f"{name}: --download knows {', '.join(SOURCES)}; put the files in --data-dir yourself")

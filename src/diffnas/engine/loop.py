@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..data import ImageDataset, download, download_folder, eval_batches, load_dataset
+from ..data import ImageDataset, download_dataset, download_folder, eval_batches, load_dataset
 from ..errors import TrainingDiverged
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, rng_state, set_rng_state
@@ -54,7 +54,7 @@ def load_data(cfg) -> ImageDataset:
     data_dir = cfg.data_dir
     if cfg.get("download"):
         if distributed.is_main():
-            download(cfg.dataset, data_dir)
+            download_dataset(cfg.dataset, data_dir)
         distributed.barrier()
         data_dir = download_folder(cfg.dataset, data_dir)
     return load_dataset(cfg.dataset, data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
