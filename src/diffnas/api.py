@@ -1,8 +1,8 @@
 """The Python API: what the CLI calls, usable from a notebook or a script.
 
 import diffnas
-s = diffnas.search(method="darts", dataset="fashion-mnist", subset=2000, search={"epochs": 2}, out="runs/a")
-t = diffnas.train(s.genotype, out="runs/a-train", train={"epochs": 10})
+s = diffnas.search(method="darts", preset="quick", out="runs/a")  # minutes on a CPU
+t = diffnas.train(s.genotype, preset="quick", out="runs/a-train")  # no preset: the paper's scale (a GPU's day)
 """
 
 from __future__ import annotations
