@@ -20,6 +20,7 @@ from .engine.train import TrainResult
 from .engine.train import train as _train
 from .errors import ConfigError, DiffnasError
 from .runtime import distributed
+from .runtime.rundir import RunDir
 from .spaces import Architecture, architecture_path, load_architecture
 
 
@@ -81,11 +82,13 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json", "r
 
 def _check_out(out: Path, force: bool) -> None:
     """Refuse to start a run in a directory that holds one, unless ``force``: a finished run is not
-    overwritten by a repeated command."""
-    if force or not out.is_dir():
+    overwritten by a repeated command. Rank 0 decides (the others would see its first writes)."""
+    if not out.is_dir() or not distributed.is_main():
         return
-    found = [f for d in (out, out / "search", out / "train") for f in RUN_FILES if (d / f).is_file()]
-    if not found:
+    parts = (out, out / "search", out / "train")
+    for d in parts:
+        RunDir(d).check_free()  # a live run: busy, whatever the flags
+    if force or not any((d / f).is_file() for d in parts for f in RUN_FILES):
         return
     if any((out / f).is_file() for f in ("summary.json", "result.json", "train/result.json")):
         raise ConfigError(f"{out} holds a finished run; choose another --out, or replace it with --force")

@@ -180,8 +180,7 @@ class RunDir:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                holder = _holder(path.read_text(errors="replace")) if path.is_file() else "another process"
-                raise RunDirBusy(f"{self.path} is in use by {holder} (one run directory, one run)") from None
+                raise self._busy() from None
             try:
                 if os.stat(path).st_ino == os.fstat(fd).st_ino:
                     break
@@ -196,6 +195,24 @@ class RunDir:
         self._lock_fd = fd
         for tmp in self.path.glob(".*.tmp"):  # left by a kill inside atomic_write_bytes
             tmp.unlink(missing_ok=True)
+
+    def _busy(self) -> RunDirBusy:
+        path = self.file(LOCK)
+        holder = _holder(path.read_text(errors="replace")) if path.is_file() else "another process"
+        return RunDirBusy(f"{self.path} is in use by {holder} (one run directory, one run)")
+
+    def check_free(self) -> None:
+        """Raise ``RunDirBusy`` as ``lock`` would when a live process writes here; takes and changes nothing."""
+        path = self.file(LOCK)
+        if fcntl is None or not path.is_file():
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._busy() from None
+        finally:
+            os.close(fd)  # and with it the probe's lock
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
