@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import os
 import re
 import tarfile
 import threading
@@ -335,3 +336,25 @@ def test_download_cifar_archive_is_unpacked(server, tmp_path, monkeypatch):
     folder = download_mod.download_dataset("cifar10", tmp_path / "c10", progress=False)
     ds = load_dataset("cifar10", folder)
     assert ds.train_x.shape == (20, 3, 32, 32) and Path(folder, "cifar-10-python.tar.gz").is_file()
+
+
+def test_a_run_takes_the_cores_free_when_it_starts(monkeypatch):
+    from diffnas.runtime import system
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("DIFFNAS_THREADS", raising=False)
+    monkeypatch.setattr(system, "DEFAULT_THREADS", 2)
+    try:
+        for free, expected in ((1.1, 1), (0.2, 1), (1.6, 2), (7.0, 2), (None, 2)):
+            monkeypatch.setattr(system, "free_cores", lambda free=free: free)
+            assert system.choose_threads() == expected == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice stays
+        torch.set_num_threads(1)
+        monkeypatch.setattr(system, "free_cores", lambda: 2.0)
+        assert system.choose_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+        monkeypatch.undo()
+    free = system.free_cores(0.05)
+    assert free is None or 0.0 <= free <= (os.cpu_count() or 1) + 1e-6

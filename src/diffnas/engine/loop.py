@@ -23,7 +23,7 @@ from ..data import ImageDataset, download_dataset, download_folder, eval_batches
 from ..errors import TrainingDiverged
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, rng_state, set_rng_state
-from ..runtime.system import peak_memory_mb, reset_peak_memory
+from ..runtime.system import choose_threads, peak_memory_mb, reset_peak_memory
 
 # files of an earlier run that a new run in the same directory (``--force``) must not leave behind
 OUTPUTS = ("summary.json", "result.json", "genotype.json", "log.txt")
@@ -194,7 +194,8 @@ def run_epochs(
         for name in logs:
             run.truncate_log(name, "epoch", start)
     records = []
-    run.say(job.size_line())
+    threads = f", {torch.get_num_threads()} threads" if job.device.type == "cpu" else ""
+    run.say(job.size_line() + threads)
     pace = Pace(run, kind, (job.epochs - start) * job.steps_per_epoch)
     for epoch in range(start, job.epochs):
         t0 = time.perf_counter()
@@ -248,7 +249,9 @@ def run_job(
             for name in (*logs, *OUTPUTS, CHECKPOINT):
                 run.file(name).unlink(missing_ok=True)
         run.write_config(cfg.to_plain())
-        resolve_device(cfg.device)  # under torchrun: join the group and select this rank's GPU before touching CUDA
+        device = resolve_device(cfg.device)  # under torchrun: join the group, select this rank's GPU before CUDA
+        if device.type == "cpu" and distributed.world_size() == 1:
+            choose_threads()  # the cores free now (torchrun's processes keep their OMP_NUM_THREADS)
         reset_peak_memory()
         t0 = time.perf_counter()
         try:
