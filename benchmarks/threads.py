@@ -49,10 +49,16 @@ POLICIES = {
 }
 
 
-def run(env_extra: dict, steps: int) -> tuple[float, int]:
+def run(env_extra: dict, steps: int, timeout: float) -> tuple[float, int]:
+    """Seconds per step and threads of one fresh process; a process past ``timeout`` counts as inf."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "KMP_", "DIFFNAS_THREADS"))}
     env.update(env_extra)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(steps)], env=env, capture_output=True, text=True)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(steps)], env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return float("inf"), 0
     if out.returncode:
         raise SystemExit(out.stderr)
     step, threads = out.stdout.split()
@@ -63,6 +69,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=900, help="seconds a process may take (then: inf)")
+    ap.add_argument("--policies", help="comma-separated names of POLICIES (default: all)")
     ap.add_argument("--out")
     args = ap.parse_args()
     results: dict = {}
@@ -72,7 +80,9 @@ def main():
             try:
                 time.sleep(0.5 if busy else 0)
                 for name, env in POLICIES.items():
-                    step, threads = run(env, args.steps)
+                    if args.policies and name.split(" (")[0] not in args.policies.split(","):
+                        continue
+                    step, threads = run(env, args.steps, args.timeout)
                     results.setdefault(name, {}).setdefault(load, []).append(step)
                     print(f"round {r} {load:5s} {name:24s} {threads} threads {step:.3f} s/step", flush=True)
             finally:
