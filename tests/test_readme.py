@@ -33,12 +33,11 @@ COMMANDS = [
 
 
 def _shrunk(argv: list[str]) -> list[str]:
-    """A sweep keeps the first method and seed of each list: its flags are checked, not its 12 trials."""
+    """A sweep keeps the first method, seed and grid value: its flags are checked in one trial, not eight."""
     out = list(argv)
-    for flag in ("--method", "--seeds"):
-        if argv[0] == "sweep" and flag in out:
-            i = out.index(flag) + 1
-            out[i] = out[i].split(",")[0]
+    for i, flag in enumerate(out[:-1]):
+        if argv[0] == "sweep" and flag in ("--method", "--seeds", "--grid"):
+            out[i + 1] = out[i + 1].split(",")[0]
     return out
 
 

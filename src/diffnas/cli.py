@@ -330,9 +330,8 @@ def _next_steps(parser, run_dir, preset: str | None, searched: bool = False) -> 
     run_dir = Path(run_dir)
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     lines = ["next:"]
-    if searched:
-        same = f" --preset {preset}" if preset else ""
-        lines.append(f"  retrain it:     diffnas train --genotype {run_dir}{same} --out {run_dir}-train")
+    if searched and preset:
+        lines.append(f"  retrain it:     diffnas train --genotype {run_dir} --preset {preset} --out {run_dir}-train")
     if preset or searched:
         lines.append(
             f"  retrain larger: diffnas train --genotype {run_dir} --out {run_dir}-full "
