@@ -35,8 +35,8 @@ def free_cores(sample_s: float = 0.2) -> float | None:
 
 def choose_threads() -> int:
     """The intra-op threads of a CPU run: the cores free when it starts (at least 1, at most torch's
-    default). A thread without a core of its own stalls every parallel region it is part of: beside one
-    busy process on 2 cores, 2 threads ran 2.7x slower than 1 (see README, Threads). ``OMP_NUM_THREADS``
+    default). A thread without a core of its own stalls every parallel region it is part of: on 2 busy
+    cores, 2 threads ran 2.7x slower than 1 even with passive waits (see README, Threads). ``OMP_NUM_THREADS``
     (or ``DIFFNAS_THREADS=off``) keeps the user's or torch's count."""
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("DIFFNAS_THREADS", "").lower() == "off":
         return torch.get_num_threads()
