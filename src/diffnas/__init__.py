@@ -1,7 +1,11 @@
 """diffnas: differentiable neural architecture search (DARTS and its successors) on PyTorch."""
 
-from .api import list_methods, list_spaces, run, search, show, train
-from .spaces import Genotype
+from .runtime.threads import apply_policy
+
+apply_policy()  # before anything imports torch: OpenMP reads its wait policy when it loads
+
+from .api import list_methods, list_spaces, run, search, show, train  # noqa: E402
+from .spaces import Genotype  # noqa: E402
 
 __version__ = "0.1.0"
 

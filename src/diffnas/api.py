@@ -1,8 +1,8 @@
 """The Python API: what the CLI calls, usable from a notebook or a script.
 
 import diffnas
-s = diffnas.search(method="darts", dataset="fashion-mnist", subset=2000, search={"epochs": 2}, out="runs/a")
-t = diffnas.train(s.genotype, out="runs/a-train", train={"epochs": 10})
+s = diffnas.search(method="darts", preset="quick", out="runs/a")  # minutes on a CPU
+t = diffnas.train(s.genotype, preset="quick", out="runs/a-train")  # no preset: the paper's scale (a GPU's day)
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from .engine.train import TrainResult
 from .engine.train import train as _train
 from .errors import ConfigError, DiffnasError
 from .runtime import distributed
-from .spaces import Architecture, load_architecture
+from .runtime.rundir import RunDir
+from .spaces import Architecture, architecture_path, load_architecture
 
 
 def list_methods() -> list[dict]:
@@ -76,6 +77,27 @@ def _writing(out):
         raise DiffnasError(f"{e.filename or out}: {e.strerror or e}") from None
 
 
+# what a run directory holds once a run has started in it (a `diffnas run`: in its search/ and train/)
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "summary.json", "result.json")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse to start a run in a directory that holds one, unless ``force``: a finished run is not
+    overwritten by a repeated command. Rank 0 decides (the others would see its first writes)."""
+    if not out.is_dir() or not distributed.is_main():
+        return
+    parts = (out, out / "search", out / "train")
+    for d in parts:
+        RunDir(d).check_free()  # a live run: busy, whatever the flags
+    if force or not any((d / f).is_file() for d in parts for f in RUN_FILES):
+        return
+    if any((out / f).is_file() for f in ("summary.json", "result.json", "train/result.json")):
+        raise ConfigError(f"{out} holds a finished run; choose another --out, or replace it with --force")
+    raise ConfigError(
+        f"{out} holds a started run; continue it with --resume {out}, choose another --out, or replace it with --force"
+    )
+
+
 def _default_out(kind: str, cfg) -> Path:
     return Path("runs") / f"{kind}-{cfg.get('method', 'genotype')}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -124,10 +146,21 @@ def _auto_report(target) -> None:
 
 
 def search(
-    out=None, resume=None, config=None, preset=None, progress=True, callbacks=None, *, report=True, **overrides
+    out=None,
+    resume=None,
+    config=None,
+    preset=None,
+    progress=True,
+    callbacks=None,
+    force=False,
+    *,
+    report=True,
+    **overrides,
 ) -> SearchResult:
+    """Search (or resume one); ``force``: reuse an ``out`` that holds a run; ``report``: write report.html."""
     cfg = _config(resume, config, preset, overrides, "search")
     out = Path(resume or out or _default_out("search", cfg))
+    _check_out(out, force or bool(resume))
     with _writing(out):
         result = _search(cfg, out, resume=bool(resume), progress=progress, callbacks=callbacks)
     draw(out, result.genotype)
@@ -144,10 +177,12 @@ def train(
     preset=None,
     progress=True,
     callbacks=None,
+    force=False,
     *,
     report=True,
     **overrides,
 ) -> TrainResult:
+    """Retrain ``genotype`` (an Architecture, a genotype file or a run directory) from scratch, or resume."""
     if genotype is not None and not isinstance(genotype, Architecture):
         genotype = load_architecture(genotype)
     if resume:
@@ -160,6 +195,7 @@ def train(
         overrides.setdefault("space", genotype.space)
         cfg = _config(None, config, preset, overrides)
     out = Path(resume or out or _default_out("train", cfg))
+    _check_out(out, force or bool(resume))
     with _writing(out):
         result = _train(cfg, genotype, out, resume=bool(resume), progress=progress, callbacks=callbacks)
     if report:
@@ -167,8 +203,9 @@ def train(
     return result
 
 
-def run(out=None, resume=None, config=None, preset=None, progress=True, **overrides):
-    """Search, derive, retrain, report: ``out/search`` and ``out/train``."""
+def run(out=None, resume=None, config=None, preset=None, progress=True, force=False, **overrides):
+    """Search, derive, retrain, report: ``out/search`` and ``out/train``; ``force``: reuse an ``out`` that
+    holds a run."""
     if resume:
         out = Path(resume)
         s = search(resume=out / "search", config=config, preset=preset, progress=progress, report=False, **overrides)
@@ -181,8 +218,10 @@ def run(out=None, resume=None, config=None, preset=None, progress=True, **overri
         return s, t
     cfg = _config(None, config, preset, overrides)
     out = Path(out or _default_out("run", cfg))
-    s = search(out=out / "search", config=config, preset=preset, progress=progress, report=False, **overrides)
-    t = train(s.genotype, out=out / "train", config=config, preset=preset, progress=progress, report=False, **overrides)
+    _check_out(out, force)
+    common = dict(config=config, preset=preset, progress=progress, force=True, report=False)
+    s = search(out=out / "search", **common, **overrides)
+    t = train(s.genotype, out=out / "train", **common, **overrides)
     _auto_report(out)
     return s, t
 
@@ -225,9 +264,9 @@ def show(target, benchmark=None, arch_column: str = "arch", metrics=None) -> lis
     """Print-ready lines for a genotype or run directory; draws its cells (and weights plots) beside it.
 
     ``benchmark``: a benchmark table (CSV) to look the architecture up in (its ``arch_column`` and ``metrics``)."""
-    path = Path(target)
+    path = architecture_path(target)
     genotype = load_architecture(path)
-    folder = path if path.is_dir() else path.parent
+    folder = path.parent
     lines = [str(genotype)]
     if benchmark:
         table = BenchmarkTable.load(benchmark, arch_column, metrics)

@@ -10,12 +10,20 @@ YAML file, the flags and ``--set``.
 
 from __future__ import annotations
 
+import os
+
+import yaml
+
 from .config import DEFAULTS, PRESETS, Config, load_yaml, merge, migrate, validate
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .methods import METHODS, get_method
 from .regularizers import REGULARIZERS, get_regularizer
 from .relax import RELAXATIONS, get_relaxation
 from .spaces import SPACES, get_space_class
+
+# a YAML mapping of config keys laid over every new run's config, last (tests/test_readme.py runs the
+# README's examples on tiny data with it); not for users: a flag or --set says the same visibly
+FORCED = "DIFFNAS_FORCE_CONFIG"
 
 
 def _last(layers: list[dict], section: str | None, key: str):
@@ -32,11 +40,13 @@ def resolve(
     """Shared defaults <- space (and its named ``train.protocol``) <- method <- the space's word on the method <-
     preset (the space's own, if it has one) <- file <- overrides (flags, then --set); validated."""
     if preset and preset not in PRESETS:
-        raise ConfigError(f"unknown preset '{preset}'; choose from {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset '{preset}'{did_you_mean(preset, PRESETS)}; choose from {', '.join(PRESETS)}")
     layers = [{"method": method} if method else {}]
     if file:
         layers.append(load_yaml(file))
     layers.append(overrides or {})
+    if os.environ.get(FORCED):  # the README test: every example at a tiny scale, in its subprocesses too
+        layers.append(yaml.safe_load(os.environ[FORCED]))
     method_cls = get_method(_last(layers, None, "method") or DEFAULTS["method"])
     layers = [migrate(layer, method_cls.name) for layer in layers]
     paper = method_cls.paper_defaults()

@@ -15,22 +15,74 @@ from .errors import DiffnasError
 SCALE_FLAGS = ("epochs", "batch_size", "channels", "layers")
 
 
-def _add_common(p: argparse.ArgumentParser, scale: str | None):
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default; options whose default is the config's say it in their help."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _globals(suppress: bool) -> argparse.ArgumentParser:
+    """The global options, accepted before or after the sub-command (``suppress``: a sub-command's copy
+    leaves the value given before it alone)."""
+    p = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if suppress else False
+    p.add_argument("--debug", action="store_true", default=default, help="full tracebacks instead of one-line errors")
+    return p
+
+
+def _defaults():
+    """The config a bare ``diffnas search`` resolves to (shared keys and the darts space's protocol)."""
+    from .catalog import resolve
+
+    return resolve()
+
+
+def _preset_lines() -> list[str]:
+    """What each preset sets, one line per preset."""
+    from .catalog import _flat
+
+    return [f"{name:6s} " + " ".join(f"{k}={v}" for k, v in _flat(PRESETS[name]).items()) for name in PRESETS]
+
+
+def _add_common(p: argparse.ArgumentParser, scale: str | None, cfg):
     p.add_argument("--dataset", help="fashion-mnist (default) | mnist | cifar10 | cifar100 | imagefolder")
-    p.add_argument("--data-dir", help="folder holding the data set's files")
-    p.add_argument("--subset", type=int, help="use only N training images")
-    p.add_argument("--image-size", type=int, help="resize images to S x S once at load")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto: bf16 autocast on CUDA only")
+    p.add_argument(
+        "--data-dir", help="folder holding the data set's files (default: the data set's usual place; see README)"
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="fetch a missing mnist, fashion-mnist, cifar10 or cifar100 into --data-dir "
+        "(default: $DIFFNAS_DATA or ~/.cache/diffnas/data), checksum-verified and resumable",
+    )
+    p.add_argument("--subset", type=int, help="use only N training images (default: all)")
+    p.add_argument("--image-size", type=int, help="resize images to S x S once at load (default: as stored)")
+    p.add_argument("--seed", type=int, help=f"(default: {cfg.seed})")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto, CUDA when present)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="auto (default): bf16 autocast on CUDA only")
     p.add_argument("--config", help="YAML file of config keys (see README)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="a named set of small settings")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="named small settings for a first run (default: none, the papers' scale); "
+        "`diffnas presets` lists what each sets",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines stay)")
     p.add_argument("--benchmark", metavar="CSV", help="look architectures up in this table (benchmark.file)")
     if scale:
         for flag in SCALE_FLAGS:
-            p.add_argument(f"--{flag.replace('_', '-')}", type=int, dest=flag, help=f"{scale}.{flag}")
+            default = cfg[scale][flag]
+            p.add_argument(
+                f"--{flag.replace('_', '-')}",
+                type=int,
+                dest=flag,
+                help=f"{scale}.{flag} (default: {default}, or the method's paper value)",
+            )
 
 
 def _add_parts(p: argparse.ArgumentParser):
@@ -53,7 +105,7 @@ def _parts(args) -> tuple[dict, dict]:
 
 
 def _overrides(args, scale: str | None) -> dict:
-    keys = ("dataset", "data_dir", "subset", "image_size", "seed", "device", "precision")
+    keys = ("dataset", "data_dir", "download", "subset", "image_size", "seed", "device", "precision")
     top = {k: getattr(args, k, None) for k in keys}
     out: dict = {k: v for k, v in top.items() if v is not None}
     if getattr(args, "benchmark", None):
@@ -84,33 +136,53 @@ def _overrides(args, scale: str | None) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffnas", description="Differentiable neural architecture search.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    from . import __version__
+
+    cfg = _defaults()
+    parser = argparse.ArgumentParser(
+        prog="diffnas",
+        description="Differentiable neural architecture search.",
+        parents=[_globals(suppress=False)],
+        formatter_class=_Help,
+    )
+    parser.add_argument("--version", action="version", version=f"diffnas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub_parser = sub.add_parser
+
+    def add_parser(name, **kwargs):
+        return sub_parser(name, parents=[_globals(suppress=True)], formatter_class=_Help, **kwargs)
+
+    sub.add_parser = add_parser  # every sub-command, also one added later, takes the global options
+
+    def add_out(p, what: str):
+        p.add_argument("--out", help=f"run directory{what} (default: runs/<kind>-<method>-<data set>-<time>)")
+        p.add_argument(
+            "--force", action="store_true", help="reuse an --out that holds a finished or stopped run, replacing it"
+        )
 
     p = sub.add_parser("search", help="search an architecture; writes a run directory")
-    p.add_argument("--method", help="search method (see `diffnas methods`)")
-    p.add_argument("--space", help="search space (see `diffnas spaces`)")
-    p.add_argument("--nodes", type=int, help="intermediate nodes per cell")
-    p.add_argument("--out", help="run directory")
+    p.add_argument("--method", help=f"search method (default: {cfg.method}; see `diffnas methods`)")
+    p.add_argument("--space", help="search space (default: the method's; see `diffnas spaces`)")
+    p.add_argument("--nodes", type=int, help=f"intermediate nodes per cell (default: {cfg.search.nodes})")
+    add_out(p, "")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed search")
     _add_parts(p)
-    _add_common(p, "search")
+    _add_common(p, "search", cfg)
 
     p = sub.add_parser("train", help="retrain a genotype from scratch and report its test accuracy")
-    p.add_argument("--genotype", help="genotype.json or a search run directory")
-    p.add_argument("--out", help="run directory")
+    p.add_argument("--genotype", help="a genotype.json, or a search, train or run directory")
+    add_out(p, "")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed retraining")
     p.add_argument("--protocol", help="the space's named retraining protocol: cifar (default) | imagenet | imagenet-pc")
-    _add_common(p, "train")
+    _add_common(p, "train", cfg)
 
     p = sub.add_parser("run", help="search, derive, retrain and report in one go")
-    p.add_argument("--method")
-    p.add_argument("--space")
-    p.add_argument("--out", help="run directory (search/ and train/ inside)")
+    p.add_argument("--method", help=f"search method (default: {cfg.method}; see `diffnas methods`)")
+    p.add_argument("--space", help="search space (default: the method's; see `diffnas spaces`)")
+    add_out(p, ": search/ and train/ inside")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run")
     _add_parts(p)
-    _add_common(p, None)
+    _add_common(p, None, cfg)
 
     p = sub.add_parser("sweep", help="many trials (methods x seeds x grid values), each a `run`; local pool or Ray")
     p.add_argument("--out", required=True, help="sweep directory: a run directory per trial, trials.jsonl, summary.csv")
@@ -125,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-only", action="store_true", help="each trial is a `search`, no retraining")
     p.add_argument("--space")
     _add_parts(p)
-    _add_common(p, None)
+    _add_common(p, None, cfg)
 
     p = sub.add_parser("subset", help="a seeded per-class sample of DIR/train as a file list (not copies)")
     p.add_argument("--data-dir", required=True, help="the image folder (DIR/train/<class>/...)")
@@ -135,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the file list to write (search.train_list / search.val_list)")
 
     p = sub.add_parser("show", help="print a genotype and draw its cells (and the architecture weights of a run)")
-    p.add_argument("target", help="a run directory or a genotype.json")
+    p.add_argument("target", help="a genotype.json, or a search, train or run directory")
     p.add_argument("--benchmark", metavar="CSV", help="look the architecture up in this table")
     p.add_argument("--arch-column", default="arch", help="the table's column of architecture strings")
     p.add_argument("--metrics", help="comma-separated metric columns (default: all the others)")
@@ -181,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list the search methods")
     sub.add_parser("spaces", help="list the search spaces")
+    sub.add_parser(
+        "presets", help="what each --preset sets: " + "; ".join(line.split(" ", 1)[0] for line in _preset_lines())
+    )
     return parser
 
 
@@ -216,6 +291,10 @@ def _dispatch(args, parser) -> int:
             print(f"{'':14s}   relaxations {', '.join(sp['relaxations'])}")
             print(f"{'':14s}   regularizers {', '.join(sp['regularizers'])}")
         return 0
+    if args.command == "presets":
+        print("\n".join(_preset_lines()))
+        print("(--set KEY=VALUE or a flag after --preset changes any of them)")
+        return 0
     if args.command == "show":
         for line in api.show(args.target, args.benchmark, args.arch_column, args.metrics):
             print(line)
@@ -243,9 +322,16 @@ def _dispatch(args, parser) -> int:
     if args.command == "search":
         overrides = _overrides(args, "search")
         result = api.search(
-            out=args.out, resume=args.resume, config=args.config, preset=args.preset, progress=progress, **overrides
+            out=args.out,
+            resume=args.resume,
+            config=args.config,
+            preset=args.preset,
+            progress=progress,
+            force=args.force,
+            **overrides,
         )
         _print(api.summary_lines(search=result))
+        _print(_next_steps(parser, result.run_dir, args.preset, searched=True))
     elif args.command == "train":
         if not (args.genotype or args.resume):
             parser.error("train needs --genotype (or --resume RUN_DIR)")
@@ -257,17 +343,50 @@ def _dispatch(args, parser) -> int:
             config=args.config,
             preset=args.preset,
             progress=progress,
+            force=args.force,
             **overrides,
         )
         _print(api.summary_lines(train=result))
+        _print(_next_steps(parser, result.run_dir, args.preset))
     elif args.command == "run":
         overrides = _overrides(args, None)
         s, t = api.run(
-            out=args.out, resume=args.resume, config=args.config, preset=args.preset, progress=progress, **overrides
+            out=args.out,
+            resume=args.resume,
+            config=args.config,
+            preset=args.preset,
+            progress=progress,
+            force=args.force,
+            **overrides,
         )
         _print(api.summary_lines(search=s, train=t))
         _print(f"pictures and files: {Path(t.run_dir).parent}")
+        _print(_next_steps(parser, Path(t.run_dir).parent, args.preset))
     return 0
+
+
+def _next_steps(parser, run_dir, preset: str | None, searched: bool = False) -> str:
+    """What a user does next with a finished run: retrain (larger), look at the pictures and curves, the
+    report; only commands this diffnas has."""
+    run_dir = Path(run_dir)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    lines = ["next:"]
+    if searched and preset:
+        lines.append(f"  retrain it:     diffnas train --genotype {run_dir} --preset {preset} --out {run_dir}-train")
+    if preset or searched:
+        lines.append(
+            f"  retrain larger: diffnas train --genotype {run_dir} --out {run_dir}-full "
+            "(the space's paper protocol, e.g. DARTS: 36 channels, 20 cells, 600 epochs: a GPU's day)"
+        )
+    pictures = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.png"))
+    if pictures:
+        lines.append(f"  pictures:       {run_dir}/ {', '.join(pictures)}")
+    if any(run_dir.rglob("tb")):
+        lines.append(f"  curves:         tensorboard --logdir {run_dir}")
+    if "report" in commands:
+        lines.append(f"  report:         diffnas report {run_dir}")
+    lines.append(f"  epoch by epoch: {', '.join(str(p) for p in sorted(run_dir.rglob('log.txt')))}")
+    return "\n".join(lines)
 
 
 def _print(text: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 # The DARTS paper's settings (see ../shared/docs/reference-notes.md).
 DEFAULTS: dict = {
@@ -24,6 +24,7 @@ DEFAULTS: dict = {
     "space": "darts",
     "dataset": "fashion-mnist",
     "data_dir": None,
+    "download": False,  # fetch a missing mnist / fashion-mnist / cifar10 / cifar100 (diffnas.data.download)
     "subset": None,  # use only this many training images
     "image_size": None,  # resize images once at load
     "seed": 0,
@@ -54,6 +55,7 @@ DEFAULTS: dict = {
         # each costs ``hessian_iters`` Hessian-vector products on one val batch, about 1% of an epoch at K=5
         "hessian_every": 5,
         "hessian_iters": 10,
+        "bn_batches": 0,  # re-estimate BN statistics on this many batches before evaluating (0: the papers')
     },
     "reg": {},  # regularizer name -> weight or options, e.g. {"size": 0.01}
     # a table of trained accuracies to look architectures up in (``diffnas.data.benchmark``)
@@ -90,7 +92,7 @@ PRESETS: dict = {
     "quick": {
         "subset": 4000,
         "image_size": 16,
-        "search": {"epochs": 3, "batch_size": 64, "channels": 8, "layers": 5},
+        "search": {"epochs": 3, "batch_size": 64, "channels": 8, "layers": 5, "bn_batches": 10},
         # a few epochs learn more without cutout, drop path and the auxiliary head (measured: 0.80 vs 0.74)
         "train": {
             "epochs": 8,
@@ -101,13 +103,14 @@ PRESETS: dict = {
             "cutout": 0,
             "drop_path": 0.0,
             "auxiliary": 0.0,
+            "bn_batches": 10,
         },
     },
     "tiny": {
         "subset": 400,
         "image_size": 12,
-        "search": {"epochs": 2, "batch_size": 32, "channels": 4, "layers": 3},
-        "train": {"epochs": 1, "batch_size": 32, "channels": 4, "layers": 3, "cutout": 0},
+        "search": {"epochs": 2, "batch_size": 32, "channels": 4, "layers": 3, "bn_batches": 10},
+        "train": {"epochs": 1, "batch_size": 32, "channels": 4, "layers": 3, "cutout": 0, "bn_batches": 10},
     },
 }
 
@@ -162,7 +165,7 @@ def merge(base: dict, update: dict, allow_new: bool = False, where: str = "") ->
     for k, v in update.items():
         path = f"{where}{k}"
         if k not in out and not allow_new:
-            raise ConfigError(f"unknown config key '{path}'")
+            raise ConfigError(f"unknown config key '{path}'{did_you_mean(path, [where + c for c in out])}")
         if isinstance(out.get(k), dict) and isinstance(v, dict):
             # regularizers are open-ended: a layer adds to the method's (weight 0 or false removes one)
             out[k] = merge(out[k], v, allow_new or path == "reg", path + ".")

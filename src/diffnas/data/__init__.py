@@ -2,6 +2,7 @@
 
 from .batches import Augment, BatchStream, check_batch_size, eval_batches, split_indices
 from .dataset import DATASETS, ImageDataset, load_dataset
+from .download import download_dataset, download_folder
 
 __all__ = [
     "DATASETS",
@@ -9,6 +10,8 @@ __all__ = [
     "BatchStream",
     "ImageDataset",
     "check_batch_size",
+    "download_dataset",
+    "download_folder",
     "eval_batches",
     "load_dataset",
     "split_indices",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
+from ..errors import DataError, did_you_mean
 from . import cifar, idx, imagefolder, nb201
 from .common import Reader
 
@@ -69,7 +69,9 @@ def load_dataset(
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
-        raise DataError(f"unknown data set {name!r} (expected one of: {', '.join(DATASETS)})")
+        raise DataError(
+            f"unknown data set {name!r}{did_you_mean(key, DATASETS)} (expected one of: {', '.join(DATASETS)})"
+        )
     if subset is not None and (not isinstance(subset, int) or isinstance(subset, bool) or subset < 1):
         raise DataError(f"{key}: subset must be a positive number of training images, got {subset!r}")
     if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1):

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import Config
-from ..data import Augment, BatchStream, check_batch_size, eval_batches, load_dataset, split_indices
+from ..data import Augment, BatchStream, check_batch_size, eval_batches, split_indices
 from ..data.benchmark import BenchmarkTable
 from ..data.stream import FolderImages, ImageStream, list_images, load_streamed
 from ..methods import build_method
@@ -19,7 +19,16 @@ from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..spaces import Architecture, load_architecture, space_from_config
 from . import monitors
-from .loop import check_finite, evaluate_batches, evaluate_split, resolve_device, run_job
+from .loop import (
+    below_chance_note,
+    check_finite,
+    evaluate_batches,
+    evaluate_split,
+    load_data,
+    reestimate_bn,
+    resolve_device,
+    run_job,
+)
 from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl", "steps.jsonl", "genotypes.jsonl")
@@ -53,13 +62,16 @@ class SearchJob:
         self.epochs = s.epochs if self.method.trains else 1
         self.history: list | None = None  # the collapse monitors' figures per epoch (read back on resume)
         self.warned: set = set()
+        self.steps_per_epoch = self.train.steps_per_epoch
+        self.bn_batches = s.get("bn_batches", 0)  # absent in runs of earlier versions
+        self._short = ""  # the genotype of the last epoch, in short form
 
     def load_data(self) -> tuple[int, int]:
         """The train and val batch streams; returns (input channels, classes) for the supernet."""
         if self.cfg.search.get("pipeline", "memory") == "stream":
             return self.load_stream()
         cfg, s = self.cfg, self.cfg.search
-        data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
+        data = load_data(cfg)
         self.data = data
         train_idx, val_idx = split_indices(len(data.train_y), s.train_portion, cfg.seed)
         check_batch_size(s.batch_size, "search.batch_size", train_split=len(train_idx), val_split=len(val_idx))
@@ -69,7 +81,7 @@ class SearchJob:
         common = dict(mean=data.mean, std=data.std, augment=augment, device=self.device, part=part)
         self.train = BatchStream(data.train_x, data.train_y, train_idx, s.batch_size, seed=cfg.seed, **common)
         self.val = BatchStream(data.train_x, data.train_y, val_idx, s.batch_size, seed=cfg.seed + 1, **common)
-        self.val_idx = val_idx
+        self.val_idx, self.train_idx = val_idx, train_idx
         return data.in_channels, data.num_classes
 
     def load_stream(self) -> tuple[int, int]:
@@ -90,7 +102,7 @@ class SearchJob:
         common = dict(mean=data.mean, std=data.std, workers=s.workers, device=self.device, part=part)
         self.train = ImageStream(data.train, train_idx, s.batch_size, seed=cfg.seed, **common)
         self.val = ImageStream(arch_images, val_idx, s.batch_size, seed=cfg.seed + 1, **common)
-        self.val_idx = val_idx
+        self.val_idx, self.train_idx = val_idx, train_idx
         self.arch_images = arch_images
         return data.in_channels, data.num_classes
 
@@ -107,12 +119,32 @@ class SearchJob:
             y,
             4 * self.cfg.search.batch_size,
             "val",
+            progress=self.progress,
             mean=self.data.mean,
             std=self.data.std,
             device=self.device,
         )
 
-    def run_epoch(self, epoch: int) -> dict:
+    def size_line(self) -> str:
+        params = sum(p.numel() for net in self.method.modules() for p in net.parameters()) / 1e6
+        s, d = self.cfg.search, self.data
+        return (
+            f"search: {self.cfg.method} on {d.name} ({len(self.train_idx)} train + {len(self.val_idx)} val images, "
+            f"{d.image_size}x{d.image_size}), supernet {params:.2f} M parameters ({s.channels} channels, "
+            f"{s.layers} cells), {self.steps_per_epoch} steps/epoch x {self.epochs} epochs, on {self.device}"
+        )
+
+    def epoch_note(self, record: dict) -> str:
+        note = below_chance_note(record.get("val_acc"), self.data.num_classes, "search", self.bn_batches)
+        return " | ".join(x for x in (self._short, note) if x)
+
+    def _bn_batches(self) -> list:
+        """The first ``bn_batches`` batches of the weights' split, unaugmented (the streams stay untouched)."""
+        b, d = self.cfg.search.batch_size, self.data
+        idx = self.train_idx[: self.bn_batches * b]
+        return list(eval_batches(d.train_x[idx], d.train_y[idx], b, mean=d.mean, std=d.std, device=self.device))
+
+    def run_epoch(self, epoch: int, tick=lambda: None) -> dict:
         m = self.method
         steps = self.train.steps_per_epoch if m.trains else 0
         m.epoch_start(epoch, steps)
@@ -128,11 +160,15 @@ class SearchJob:
                     sums.setdefault(k, []).append(rec[k])
             self.run.append("steps.jsonl", {"epoch": epoch, "step": i, **rec})
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{rec.get('acc', 0):.2f}")
+            tick()
         lr = m.w_lr
         m.epoch_end()
+        if self.bn_batches:
+            reestimate_bn(m.modules(), self._bn_batches())
         distributed.average_buffers(*m.modules())  # BN running statistics: the same on every rank
         evaluation = self.evaluate_val() if m.trains else {}  # nothing trained (random): no supernet to judge
         genotype = m.genotype()
+        self._short = genotype.short()
         self.run.append("genotypes.jsonl", {"epoch": epoch, "genotype": genotype.to_dict()})
         if self.run.write:
             genotype.save(self.run.file("genotype.json"))
@@ -269,6 +305,7 @@ def search(cfg: Config, out, resume: bool = False, progress: bool = True, callba
     job_class = SearchJob
     if space_from_config(cfg).task.name == "language-model":
         from .text import TextSearchJob as job_class
-    result = run_job(lambda run: job_class(cfg, run, progress, table), cfg, out, resume, callbacks, LOGS, finish)
+    make = lambda run: job_class(cfg, run, progress, table)  # noqa: E731
+    result = run_job(make, cfg, out, resume, callbacks, LOGS, finish, "search")
     distributed.barrier()  # every rank sees rank 0's finished run directory before going on
     return result

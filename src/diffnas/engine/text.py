@@ -60,12 +60,25 @@ class TextSearchJob(SearchJob):
         )
         self.val = TextStream(batchify(arch, s.batch_size, "architecture text"), s.bptt, device=self.device, part=part)
         self.eval_data = batchify(corpus.valid, s.eval_batch_size, "validation text").to(self.device)
+        self.vocab = corpus.vocab_size
         return corpus.vocab_size, corpus.vocab_size
 
-    def run_epoch(self, epoch: int) -> dict:
+    def run_epoch(self, epoch: int, tick=lambda: None) -> dict:
         self.train.reset()
         self.val.reset()
-        return super().run_epoch(epoch)
+        return super().run_epoch(epoch, tick)
+
+    def size_line(self) -> str:
+        params = sum(p.numel() for net in self.method.modules() for p in net.parameters()) / 1e6
+        s = self.cfg.search
+        return (
+            f"search: {self.cfg.method} on {self.cfg.dataset} (vocabulary {self.vocab}), supernet {params:.2f} M "
+            f"parameters (hidden {s.channels}, {s.nodes} nodes), {self.steps_per_epoch} steps/epoch x "
+            f"{self.epochs} epochs, on {self.device}"
+        )
+
+    def epoch_note(self, record: dict) -> str:
+        return self._short
 
     def evaluate_val(self) -> dict:
         return evaluate_text(self.space.task, self.method.net, self.eval_data, self.cfg.search.bptt, "val")
@@ -108,6 +121,18 @@ class TextTrainJob:
         self.best: dict | None = None  # the weights of the best validation loss (averaged ones under ASGD)
         self.best_loss = math.inf
         self.epochs = t.epochs
+        self.steps_per_epoch = self.train.steps_per_epoch
+
+    def size_line(self) -> str:
+        t = self.cfg.train
+        params = sum(p.numel() for p in self.net.parameters()) / 1e6
+        return (
+            f"retrain: {self.cfg.dataset} (vocabulary {self.vocab}), language model {params:.2f} M parameters "
+            f"(hidden {t.channels}), {self.steps_per_epoch} steps/epoch x {self.epochs} epochs, on {self.device}"
+        )
+
+    def epoch_note(self, record: dict) -> str:
+        return "averaged SGD" if record.get("asgd") else ""
 
     def sgd(self):
         t = self.cfg.train
@@ -138,7 +163,7 @@ class TextTrainJob:
 
         return Swap()
 
-    def run_epoch(self, epoch: int) -> dict:
+    def run_epoch(self, epoch: int, tick=lambda: None) -> dict:
         t = self.cfg.train
         self.net.train()
         self.train.reset()
@@ -169,6 +194,7 @@ class TextTrainJob:
             loss_sum += value * batch.y.numel()
             tokens += batch.y.numel()
             bar.set_postfix(loss=f"{value:.3f}")
+            tick()
         if diverged:
             return self.roll_back(epoch)
         with self.averaged():

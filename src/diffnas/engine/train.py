@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from ..config import Config
-from ..data import Augment, BatchStream, check_batch_size, eval_batches, load_dataset
+from ..data import Augment, BatchStream, check_batch_size, eval_batches
 from ..data.benchmark import BenchmarkTable
 from ..data.stream import ImageStream, load_streamed
 from ..errors import ConfigError
@@ -19,7 +20,7 @@ from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..schedules.lr import lr_scheduler
 from ..spaces import Architecture, get_space_class
-from .loop import check_finite, evaluate_batches, resolve_device, run_job
+from .loop import below_chance_note, check_finite, evaluate_batches, load_data, reestimate_bn, resolve_device, run_job
 from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl",)
@@ -37,6 +38,11 @@ class TrainResult:
     lookup: dict = field(default_factory=dict)  # the architecture's metrics in the benchmark table, if one was given
     metric: str = "acc"  # the space's task's metric; its final values under ``scores`` (test_<metric>, ...)
     scores: dict | None = None
+
+
+def _count(data, split: str) -> int:
+    """Images in a split of a data set held in memory (``train_y``) or streamed (``train``)."""
+    return len(getattr(data, f"{split}_y", None) if hasattr(data, f"{split}_y") else getattr(data, split))
 
 
 def count_params_m(net: nn.Module) -> float:
@@ -82,11 +88,13 @@ class TrainJob:
             t.get("lr_gamma", 0.97),
         )
         self.epochs = t.epochs
+        self.steps_per_epoch = self.train.steps_per_epoch
+        self.bn_batches = t.get("bn_batches", 0)  # absent in runs of earlier versions
 
     def load_memory(self) -> None:
         """The data set decoded once into memory; ``test_batches`` this rank's part of the test set."""
         cfg, t = self.cfg, self.cfg.train
-        data = load_dataset(cfg.dataset, cfg.data_dir, image_size=cfg.image_size, subset=cfg.subset, seed=cfg.seed)
+        data = load_data(cfg)
         self.data = data
         check_batch_size(t.batch_size, "train.batch_size", training_set=len(data.train_y))
         pad = t.crop_padding if t.crop_padding is not None else data.image_size // 8
@@ -106,6 +114,7 @@ class TrainJob:
         part = distributed.shard_range(len(data.test_y))
         x, y = data.test_x[part], data.test_y[part]
         self.test_batches = lambda: eval_batches(x, y, 256, mean=data.mean, std=data.std, device=self.device)
+        self.test_steps = math.ceil(len(y) / 256)
 
     def load_stream(self) -> None:
         """An image folder decoded per batch in worker processes (``data/stream.py``)."""
@@ -130,8 +139,21 @@ class TrainJob:
         )
         part = range(len(data.test))[distributed.shard_range(len(data.test))]
         self.test_batches = lambda: data.eval_batches(data.test, part, 256, self.device)
+        self.test_steps = math.ceil(len(part) / 256)
 
-    def run_epoch(self, epoch: int) -> dict:
+    def size_line(self) -> str:
+        t, d = self.cfg.train, self.data
+        return (
+            f"retrain: {d.name} ({_count(d, 'train')} train, {_count(d, 'test')} test images, "
+            f"{d.image_size}x{d.image_size}), "
+            f"network {count_params_m(self.net):.2f} M parameters ({t.channels} channels, {t.layers} cells), "
+            f"{self.steps_per_epoch} steps/epoch x {self.epochs} epochs, on {self.device}"
+        )
+
+    def epoch_note(self, record: dict) -> str:
+        return below_chance_note(record.get("test_acc"), self.data.num_classes, "train", self.bn_batches)
+
+    def run_epoch(self, epoch: int, tick=lambda: None) -> dict:
         t = self.cfg.train
         self.net.train()
         self.net.drop_prob = t.drop_path * epoch / self.epochs
@@ -163,6 +185,7 @@ class TrainJob:
             correct += (logits.argmax(1) == y).sum().item()
             seen += y.numel()
             bar.set_postfix(loss=f"{value:.3f}")
+            tick()
         self.lr_schedule.step()
         losses, correct, seen = distributed.sum_values([losses, correct, seen])
         test = self.test()
@@ -178,8 +201,20 @@ class TrainJob:
 
     def test(self) -> dict:
         """Test loss and metric on the whole test set (a multi-process run: each rank a part, counts summed)."""
+        d = self.data
+        if self.bn_batches and hasattr(d, "train_x"):  # (in memory: a streamed set re-reads nothing here)
+            b = self.cfg.train.batch_size
+            n = self.bn_batches * b  # the first training images, unaugmented (the stream stays untouched)
+            batches = eval_batches(d.train_x[:n], d.train_y[:n], b, mean=d.mean, std=d.std, device=self.device)
+            reestimate_bn([self.net], list(batches))
         distributed.average_buffers(self.net)  # BN running statistics: the same on every rank
-        return evaluate_batches(lambda b: self.task.evaluate(self.net, b, top5=True), self.test_batches(), "test")
+        return evaluate_batches(
+            lambda b: self.task.evaluate(self.net, b, top5=True),
+            self.test_batches(),
+            "test",
+            self.progress,
+            self.test_steps,
+        )
 
     def state_dict(self) -> dict:
         return {
@@ -260,6 +295,6 @@ def train(
         )
         return result
 
-    result = run_job(make_job, cfg, out, resume, callbacks, LOGS, finish)
+    result = run_job(make_job, cfg, out, resume, callbacks, LOGS, finish, "retrain")
     distributed.barrier()  # every rank sees rank 0's finished run directory before going on
     return result

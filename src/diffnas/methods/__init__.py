@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..registry import import_submodules, named_subclasses
 from .base import SearchMethod
 
@@ -15,7 +15,7 @@ METHODS: dict[str, type[SearchMethod]] = dict(
 
 def get_method(name: str) -> type[SearchMethod]:
     if name not in METHODS:
-        raise ConfigError(f"unknown method '{name}'; choose from {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method '{name}'{did_you_mean(name, METHODS)}; choose from {', '.join(METHODS)}")
     return METHODS[name]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..registry import import_submodules
 
 
@@ -40,7 +40,10 @@ REGULARIZERS: dict = {}
 
 def get_regularizer(name: str) -> type[Regularizer]:
     if name not in REGULARIZERS:
-        raise ConfigError(f"unknown regularizer '{name}'; choose from {', '.join(REGULARIZERS) or 'none yet'}")
+        raise ConfigError(
+            f"unknown regularizer '{name}'{did_you_mean(name, REGULARIZERS)}; "
+            f"choose from {', '.join(REGULARIZERS) or 'none yet'}"
+        )
     return REGULARIZERS[name]
 
 

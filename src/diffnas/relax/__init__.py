@@ -5,7 +5,7 @@ A method names its own; ``search.relaxation`` swaps it.
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..registry import import_submodules, named_subclasses
 from ..spaces import Mixing
 from .base import Relaxation, SoftmaxRelaxation
@@ -16,7 +16,9 @@ RELAXATIONS: dict = named_subclasses(Relaxation)
 
 def get_relaxation(name: str) -> type[Relaxation]:
     if name not in RELAXATIONS:
-        raise ConfigError(f"unknown relaxation '{name}'; choose from {', '.join(RELAXATIONS)}")
+        raise ConfigError(
+            f"unknown relaxation '{name}'{did_you_mean(name, RELAXATIONS)}; choose from {', '.join(RELAXATIONS)}"
+        )
     return RELAXATIONS[name]
 
 

@@ -35,6 +35,7 @@ except ImportError:  # Windows: no locking
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
+LOG_TXT = "log.txt"  # the run's console lines (sizes, estimates, one line per epoch), appended across resumes
 
 
 class RunDirBusy(DiffnasError):
@@ -179,8 +180,7 @@ class RunDir:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                holder = _holder(path.read_text(errors="replace")) if path.is_file() else "another process"
-                raise RunDirBusy(f"{self.path} is in use by {holder} (one run directory, one run)") from None
+                raise self._busy() from None
             try:
                 if os.stat(path).st_ino == os.fstat(fd).st_ino:
                     break
@@ -195,6 +195,24 @@ class RunDir:
         self._lock_fd = fd
         for tmp in self.path.glob(".*.tmp"):  # left by a kill inside atomic_write_bytes
             tmp.unlink(missing_ok=True)
+
+    def _busy(self) -> RunDirBusy:
+        path = self.file(LOCK)
+        holder = _holder(path.read_text(errors="replace")) if path.is_file() else "another process"
+        return RunDirBusy(f"{self.path} is in use by {holder} (one run directory, one run)")
+
+    def check_free(self) -> None:
+        """Raise ``RunDirBusy`` as ``lock`` would when a live process writes here; takes and changes nothing."""
+        path = self.file(LOCK)
+        if fcntl is None or not path.is_file():
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._busy() from None
+        finally:
+            os.close(fd)  # and with it the probe's lock
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -224,6 +242,19 @@ class RunDir:
             return
         append_line(self.file(name), json.dumps(_jsonable(record)), check_end=name not in self._ended)
         self._ended.add(name)
+
+    def say(self, line: str, warning: bool = False) -> None:
+        """A line for the user: printed (above any progress bar) and appended to ``log.txt``, which a
+        resumed run continues. Only the writer (rank 0) says anything."""
+        if not self.write:
+            return
+        from tqdm import tqdm
+
+        tqdm.write(f"diffnas: warning: {line}" if warning else line, file=sys.stderr if warning else sys.stdout)
+        if self.path.is_dir():
+            text = ("warning: " if warning else "") + line
+            append_line(self.file(LOG_TXT), text, check_end=LOG_TXT not in self._ended)
+            self._ended.add(LOG_TXT)
 
     def read_log(self, name: str) -> list[dict]:
         path = self.file(name)

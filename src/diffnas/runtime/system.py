@@ -1,13 +1,49 @@
-"""The machine a run is on and what it used: the CPU model, peak memory (CUDA max allocated or peak RSS)."""
+"""The machine a run is on and what it used: the CPU model, peak memory (CUDA max allocated or peak RSS), and
+how many CPU threads a run takes (see ``runtime/threads.py`` for the wait policy set before torch loads)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import sys
+import time
 from pathlib import Path
 
 import torch
+
+DEFAULT_THREADS = torch.get_num_threads()  # torch's choice (one per core), before any run changed it
+
+
+def free_cores(sample_s: float = 0.2) -> float | None:
+    """How many cores are idle right now (``/proc/stat`` over ``sample_s``); None where that is unknown."""
+
+    def idle_total():
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return values[3] + values[4], sum(values)  # idle + iowait, all
+
+    try:
+        idle0, total0 = idle_total()
+        time.sleep(sample_s)
+        idle1, total1 = idle_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (idle1 - idle0) / (total1 - total0) * (os.cpu_count() or 1)
+
+
+def choose_threads() -> int:
+    """The intra-op threads of a CPU run: the cores free when it starts (at least 1, at most torch's
+    default). A thread without a core of its own stalls every parallel region it is part of: on 2 busy
+    cores, 2 threads ran 2.7x slower than 1 even with passive waits (see README, Threads). ``OMP_NUM_THREADS``
+    (or ``DIFFNAS_THREADS=off``) keeps the user's or torch's count."""
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("DIFFNAS_THREADS", "").lower() == "off":
+        return torch.get_num_threads()
+    free = free_cores()
+    threads = DEFAULT_THREADS if free is None else max(1, min(DEFAULT_THREADS, round(free)))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def reset_peak_memory() -> None:

@@ -10,7 +10,7 @@ its argument. Every schedule honours ``search.arch_start_epoch``.
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..registry import import_submodules, named_subclasses
 
 
@@ -78,7 +78,9 @@ SCHEDULES: dict = {Schedule.name: Schedule, **named_subclasses(Schedule)}
 def build_schedule(spec: str, start_epoch: int = 0) -> Schedule:
     name, _, arg = str(spec).partition(":")
     if name not in SCHEDULES:
-        raise ConfigError(f"unknown schedule '{spec}'; choose from {', '.join(SCHEDULES)}")
+        raise ConfigError(
+            f"unknown schedule '{spec}'{did_you_mean(spec, SCHEDULES)}; choose from {', '.join(SCHEDULES)}"
+        )
     try:
         return SCHEDULES[name].from_spec(arg, start_epoch)
     except ValueError as e:

@@ -6,9 +6,9 @@ live in ``spaces/darts/``; their everyday names are re-exported here.
 
 from __future__ import annotations
 
-from ..errors import ConfigError, GenotypeError
+from ..errors import ConfigError, GenotypeError, did_you_mean
 from ..registry import import_submodules, named_subclasses
-from .base import CAPABILITIES, Architecture, Mixing, SearchSpace, read_json
+from .base import CAPABILITIES, Architecture, Mixing, SearchSpace, architecture_path, read_json
 from .darts.genotype import Genotype, derive_genotype, discrete_mask, genotype_from_masks
 from .darts.network import DerivedNetwork
 from .darts.ops import OPS
@@ -20,7 +20,7 @@ SPACES: dict[str, type[SearchSpace]] = named_subclasses(SearchSpace)
 
 def get_space_class(name: str) -> type[SearchSpace]:
     if name not in SPACES:
-        raise ConfigError(f"unknown space '{name}'; choose from {', '.join(SPACES)}")
+        raise ConfigError(f"unknown space '{name}'{did_you_mean(name, SPACES)}; choose from {', '.join(SPACES)}")
     return SPACES[name]
 
 
@@ -35,7 +35,7 @@ def space_from_config(cfg) -> SearchSpace:
 
 
 def load_architecture(path) -> Architecture:
-    """A genotype file (or a run directory's ``genotype.json``) read by the space it names."""
+    """A genotype file (or a run directory's: ``architecture_path``) read by the space it names."""
     d, source = read_json(path)
     name = d.get("space")
     if name not in SPACES:
@@ -60,6 +60,7 @@ __all__ = [
     "OPS",
     "SearchSpace",
     "Space",
+    "architecture_path",
     "derive_genotype",
     "discrete_mask",
     "genotype_from_masks",

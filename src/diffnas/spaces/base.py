@@ -78,6 +78,10 @@ class Architecture:
         """{cell type: [the chosen op of each edge]}: what the collapse monitors count; {} if the space has none."""
         return {}
 
+    def short(self) -> str:
+        """The architecture on part of one line (the per-epoch line of a search)."""
+        return " ".join(str(self).split())
+
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
 
@@ -88,12 +92,26 @@ class Architecture:
         return cls.from_dict(d, source)
 
 
-def read_json(path) -> tuple[dict, str]:
+# where a directory keeps its architecture: a search or train run's own, or a `diffnas run`'s parts
+ARCHITECTURE_FILES = ("genotype.json", "search/genotype.json", "train/genotype.json")
+
+
+def architecture_path(path) -> Path:
+    """The genotype file a path names: the file itself, or the architecture of a run directory (a search,
+    a retraining, or a ``diffnas run`` holding ``search/`` and ``train/``). The one place that says so."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "genotype.json"
-    if not path.is_file():
-        raise GenotypeError(f"{path}: no such genotype file")
+    if not path.is_dir():
+        if not path.is_file():
+            raise GenotypeError(f"{path}: no such genotype file or run directory")
+        return path
+    for name in ARCHITECTURE_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise GenotypeError(f"{path}: no {' or '.join(ARCHITECTURE_FILES)} here (is it a diffnas run directory?)")
+
+
+def read_json(path) -> tuple[dict, str]:
+    path = architecture_path(path)
     try:
         d = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -1,8 +1,9 @@
 """Pictures of a genotype's cells: the classic DARTS drawing, rendered with Graphviz.
 
-Inputs ``c_{k-2}`` and ``c_{k-1}`` (states 0 and 1) on the left, intermediate
-nodes ``0 .. n-1`` (states ``2 .. n+1``) in the middle, the output ``c_{k}``
-on the right; every edge carries its op name, coloured per op. The same op
+Every state is labelled with the number the genotype's text and JSON use for it (one
+numbering everywhere): the inputs ``0`` (``c_{k-2}``) and ``1`` (``c_{k-1}``) on the left,
+intermediate nodes ``2 .. n+1`` in the middle, the output ``c_{k}`` on the right; every edge
+carries its op name, coloured per op. The same op
 colours are used by the weight plots in :mod:`diffnas.report.plots`.
 """
 
@@ -61,7 +62,8 @@ def import_graphviz():
 
 
 def _state_name(j: int) -> str:
-    return {0: "c_{k-2}", 1: "c_{k-1}"}.get(j, str(j - 2))
+    """The label of state ``j``: its number in the genotype's text (``sep_conv_3x3(2)`` reads state 2)."""
+    return {0: "0: c_{k-2}", 1: "1: c_{k-1}"}.get(j, str(j))
 
 
 def cell_graph(genotype, cell_type: str):
@@ -98,7 +100,7 @@ def cell_graph(genotype, cell_type: str):
         s.node("in0")
         s.node("in1")
     for i in range(nodes):
-        g.node(f"n{i}", label=str(i), fillcolor="lightblue")
+        g.node(f"n{i}", label=_state_name(2 + i), fillcolor="lightblue")
     g.node("out", label="c_{k}", fillcolor="palegoldenrod")
 
     for idx, (op, j) in enumerate(edges):

@@ -8,6 +8,7 @@ projection Pi_S used by proximity regularization, ADMM and NASP.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +97,15 @@ class Genotype(Architecture):
     def cell_ops(self) -> dict:
         return {t: [op for op, _ in self.cells[t]] for t in CELL_TYPES}
 
+    def short(self) -> str:
+        """``N sep3(0) sep3(1) | ... R ...``: the cells with short op names, inputs numbered as in ``str``."""
+        cells = []
+        for t in CELL_TYPES:
+            k = len(self.cells[t]) // self.nodes
+            nodes = [" ".join(f"{_short_op(op)}({j})" for op, j in self.edges(t, n)) for n in range(self.nodes)]
+            cells.append(f"{t[0].upper()} " + " | ".join(nodes) if k else t)
+        return "  ".join(cells)
+
     def __str__(self):
         lines = []
         for t in CELL_TYPES:
@@ -105,6 +115,13 @@ class Genotype(Architecture):
             ]
             lines.append(f"{t:7s}: " + " | ".join(nodes))
         return "\n".join(lines)
+
+
+def _short_op(op: str) -> str:
+    """``sep_conv_3x3`` -> ``sep3``, ``max_pool_3x3`` -> ``max3``, ``skip_connect`` -> ``skip``."""
+    if op == "skip_connect":
+        return "skip"
+    return re.sub(r"_(conv|pool)_(\d)x\d$", r"\2", op)
 
 
 def _index(value, what: str, source: str, low: int = 0) -> int:

@@ -55,6 +55,7 @@ DARTS_TRAIN = {
     "pipeline": "memory",  # memory: decoded once, held as uint8 | stream: decoded per batch (data/stream.py)
     "crop_size": 224,  # stream: random resized crop for training, resize crop_size * 8/7 + centre crop for tests
     "workers": 4,  # stream: decoding processes
+    "bn_batches": 0,  # re-estimate BN statistics on this many training batches before testing (0: the paper's)
 }
 
 # DARTS's mobile setting (quark0/darts train_imagenet.py): 14 cells of 48 channels on the ImageNet stem
