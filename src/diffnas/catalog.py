@@ -35,7 +35,7 @@ def _last(layers: list[dict], section: str | None, key: str):
 
 
 def resolve(
-    method: str | None = None, preset: str | None = None, file=None, overrides: dict | None = None
+    method: str | None = None, preset: str | None = None, file=None, overrides: dict | None = None, forced=True
 ) -> Config:
     """Shared defaults <- space (and its named ``train.protocol``) <- method <- the space's word on the method <-
     preset (the space's own, if it has one) <- file <- overrides (flags, then --set); validated."""
@@ -45,7 +45,7 @@ def resolve(
     if file:
         layers.append(load_yaml(file))
     layers.append(overrides or {})
-    if os.environ.get(FORCED):  # the README test: every example at a tiny scale, in its subprocesses too
+    if forced and os.environ.get(FORCED):  # the README test: every example at a tiny scale, in its subprocesses too
         layers.append(yaml.safe_load(os.environ[FORCED]))
     method_cls = get_method(_last(layers, None, "method") or DEFAULTS["method"])
     layers = [migrate(layer, method_cls.name) for layer in layers]

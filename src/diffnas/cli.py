@@ -37,7 +37,7 @@ def _defaults():
     """The config a bare ``diffnas search`` resolves to (shared keys and the darts space's protocol)."""
     from .catalog import resolve
 
-    return resolve()
+    return resolve(forced=False)  # (what a user's bare command gets, also under the README test)
 
 
 def _preset_lines() -> list[str]:
