@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "search")
 
     p = sub.add_parser("train", help="retrain a genotype from scratch and report its test accuracy")
-    p.add_argument("--genotype", help="genotype.json or a search run directory")
+    p.add_argument("--genotype", "--widths", help="genotype.json (a widths file) or a search run directory")
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed retraining")
     _add_common(p, "train")

@@ -118,7 +118,8 @@ class SearchJob:
             "genotype": str(genotype),
             **lookup,
             "ops": {t: list(self.space.ops[t]) for t in self.space.cell_types},
-            "arch_weights": weights,
+            # op weights per edge, what the reports plot (a width space's scores are vectors: logged as alphas)
+            **({"arch_weights": weights} if self.space.cell_types else {}),
             "alphas": {t: a.detach() for t, a in m.relax.alphas.items()},
             **m.epoch_record(),
             **monitors.epoch_figures(genotype.cell_ops(), weights),

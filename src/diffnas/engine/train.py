@@ -76,13 +76,19 @@ class TrainJob:
             device=self.device,
             part=(distributed.rank(), distributed.world_size()),
         )
-        self.space = get_space_class(genotype.space)()
+        self.space = get_space_class(genotype.space).from_config(cfg) if cfg.space == genotype.space else None
+        self.space = self.space or get_space_class(genotype.space)()
         self.task = self.space.task
         self.net = self.space.build_network(genotype, cfg, data.in_channels, data.num_classes).to(self.device)
         self.opt = torch.optim.SGD(
             self.net.parameters(), t.lr, momentum=t.momentum, weight_decay=t.wd, nesterov=t.get("nesterov", False)
         )
-        self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, t.epochs, eta_min=t.lr_min)
+        milestones = t.get("lr_milestones")  # a step schedule (Network Slimming's: 0.1x at these fractions)
+        if milestones:
+            steps = [round(f * t.epochs) for f in milestones]
+            self.lr_schedule = torch.optim.lr_scheduler.MultiStepLR(self.opt, steps, gamma=0.1)
+        else:
+            self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, t.epochs, eta_min=t.lr_min)
         self.epochs = t.epochs
 
     def run_epoch(self, epoch: int) -> dict:
@@ -216,6 +222,7 @@ def train(
                 "seconds": result.seconds,
                 "peak_memory_mb": result.peak_memory_mb,
                 "genotype": genotype.to_dict(),
+                **genotype.facts(),
                 **(table.summary(genotype) if table is not None else {}),
             },
         )

@@ -1,0 +1,28 @@
+"""An l1 penalty on the per-channel architecture scores (RARTS width search on MobileNetV2, Table 6).
+
+``weight * sum |score|`` over every prunable channel pushes scores to zero, so pruning by
+a threshold (``width.prune: threshold``) finds its own ratio. Configured as ``reg.l1: WEIGHT``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError
+from . import Regularizer, register
+
+
+@register
+class L1Scores(Regularizer):
+    name = "l1"
+    requires = frozenset({"channel-scores"})
+
+    def __init__(self, options, space):
+        super().__init__(options, space)
+        weight = 1.0 if options is True else options
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+            raise ConfigError(f"reg.l1: weight must be a number >= 0, got {options!r}")
+        self.weight = float(weight)
+
+    def penalty(self, method) -> torch.Tensor:
+        return self.weight * sum(a.abs().sum() for a in method.relax.alphas.values())
