@@ -19,10 +19,12 @@ class L1Scores(Regularizer):
 
     def __init__(self, options, space):
         super().__init__(options, space)
-        weight = 1.0 if options is True else options
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+        try:
+            self.weight = 1.0 if options is True else float(options)
+        except (TypeError, ValueError):
+            self.weight = -1.0
+        if not self.weight >= 0:
             raise ConfigError(f"reg.l1: weight must be a number >= 0, got {options!r}")
-        self.weight = float(weight)
 
     def penalty(self, method) -> torch.Tensor:
         return self.weight * sum(a.abs().sum() for a in method.relax.alphas.values())

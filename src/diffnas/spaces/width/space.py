@@ -66,7 +66,7 @@ def prune(scores: dict, rule: str, ratio: float, threshold: float) -> dict:
     """{layer: scores} -> {layer: kept indices}: drop the smallest |score| globally (``ratio`` of all channels, ties
     by order) or every |score| <= ``threshold``; each layer keeps at least its largest."""
     names = list(scores)
-    flat = torch.cat([torch.as_tensor(scores[k], dtype=torch.float64).abs().flatten().cpu() for k in names])
+    flat = torch.cat([torch.as_tensor(scores[k], dtype=torch.float32).abs().flatten().cpu() for k in names])
     drop = torch.zeros(len(flat), dtype=torch.bool)
     if rule == "ratio":
         order = torch.argsort(flat, stable=True)
