@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from helpers import batch, write_fake_idx
 
 from diffnas.catalog import resolve
 from diffnas.cli import main
@@ -18,7 +19,6 @@ from diffnas.relax import build_relaxation
 from diffnas.spaces import get_space, load_architecture
 from diffnas.spaces.width.networks import MobileNetV2, PreResNet
 from diffnas.spaces.width.space import prune
-from helpers import batch, write_fake_idx
 
 
 def n_params(net) -> int:
@@ -81,8 +81,14 @@ def _score_bns(net):
 def test_param_and_flop_counts_of_a_pruned_bottleneck_by_hand():
     """Depth 11 (one bottleneck per stage), planes 4/8/16, 8x8 images, 3 classes, some channels pruned."""
     net = PreResNet(11, 0.25, num_classes=3, in_channels=3)
-    kept = {"s1_b0_c1": [0, 2], "s1_b0_c2": [1], "s2_b0_c1": [0, 1, 2, 3, 4], "s2_b0_c2": [7],
-            "s3_b0_c1": list(range(16)), "s3_b0_c2": [3, 4, 5]}
+    kept = {
+        "s1_b0_c1": [0, 2],
+        "s1_b0_c2": [1],
+        "s2_b0_c1": [0, 1, 2, 3, 4],
+        "s2_b0_c2": [7],
+        "s3_b0_c1": list(range(16)),
+        "s3_b0_c2": [3, 4, 5],
+    }
     small = net.pruned(kept)
     k = {n: len(v) for n, v in kept.items()}
     params, macs, cin, size = 3 * 9 * 4, 3 * 9 * 4 * 64, 4, 8  # stem conv
@@ -144,8 +150,16 @@ def test_widths_file_round_trip_and_errors(tmp_path):
 
 def tiny_cfg(method, **over):
     search = {"batch_size": 4, "epochs": 2, "w_momentum": 0.0, "w_wd": 0.0, **over.pop("search", {})}
-    return resolve(method, overrides={"space": "resnet20-width", "dataset": "cifar10", "width": {"multiplier": 0.25},
-                                      "search": search, **over})
+    return resolve(
+        method,
+        overrides={
+            "space": "resnet20-width",
+            "dataset": "cifar10",
+            "width": {"multiplier": 0.25},
+            "search": search,
+            **over,
+        },
+    )
 
 
 def test_score_gradients_match_finite_differences():
@@ -211,8 +225,18 @@ def test_rarts_eq7_step_on_scores_matches_the_hand_written_update():
         for ps, vs in ((m.weights, w0), (m.weights_y, y0), (m.arch, a0)):
             for p, v in zip(ps, vs):
                 p.copy_(v)
-    rarts_step(m.weights, m.weights_y, m.arch, lambda: loss(m.net, bt), lambda: loss(m.net_y, bv), lam, beta,
-               sgd(lr), sgd(lr), sgd(lr))
+    rarts_step(
+        m.weights,
+        m.weights_y,
+        m.arch,
+        lambda: loss(m.net, bt),
+        lambda: loss(m.net_y, bv),
+        lam,
+        beta,
+        sgd(lr),
+        sgd(lr),
+        sgd(lr),
+    )
     for p, v in zip(m.arch, a1):
         torch.testing.assert_close(p.detach(), v, rtol=1e-5, atol=1e-7)
     assert any((p - q).abs().max() > 0 for p, q in zip(a1, a0))
@@ -249,19 +273,64 @@ def test_parts_that_do_not_fit_are_refused_in_one_line():
 def test_search_prune_train_via_the_cli(tmp_path):
     """rarts search with l1 -> widths file -> the smaller network fine-tuned (inheriting weights) on the NS schedule."""
     write_fake_idx(tmp_path / "data", n_train=32, n_test=8, size=8)
-    common = ["--data-dir", str(tmp_path / "data"), "--dataset", "fashion-mnist", "--no-progress",
-              "--set", "width.multiplier=0.25", "--set", "width.depth=11"]
+    common = [
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--dataset",
+        "fashion-mnist",
+        "--no-progress",
+        "--set",
+        "width.multiplier=0.25",
+        "--set",
+        "width.depth=11",
+    ]
     out = tmp_path / "search"
-    assert main(["search", "--space", "resnet20-width", "--method", "rarts", "--out", str(out), "--epochs", "1",
-                 "--batch-size", "8", "--reg", "l1=0.001", *common]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--space",
+                "resnet20-width",
+                "--method",
+                "rarts",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--reg",
+                "l1=0.001",
+                *common,
+            ]
+        )
+        == 0
+    )
     arch = load_architecture(out / "genotype.json")
     assert arch.pruned_ratio == pytest.approx(0.4, abs=0.05)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert set(metrics[-1]["alphas"]) == set(arch.kept)  # the per-channel scores of every epoch
     assert main(["show", str(out)]) == 0 and (out / "widths.png").is_file()
     train = tmp_path / "train"
-    assert main(["train", "--widths", str(out / "genotype.json"), "--out", str(train), "--epochs", "4",
-                 "--batch-size", "8", "--set", f"train.inherit={out}", *common]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--widths",
+                str(out / "genotype.json"),
+                "--out",
+                str(train),
+                "--epochs",
+                "4",
+                "--batch-size",
+                "8",
+                "--set",
+                f"train.inherit={out}",
+                *common,
+            ]
+        )
+        == 0
+    )
     result = json.loads((train / "result.json").read_text())
     full = PreResNet(11, 0.25, num_classes=10, in_channels=1)  # fashion-mnist: 10 classes
     assert result["params_m"] * 1e6 == n_params(full.pruned(arch.kept)) < n_params(full)

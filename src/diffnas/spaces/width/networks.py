@@ -135,7 +135,9 @@ class PreResNet(WidthNetwork):
             blocks = []
             for b in range(n):
                 name = f"s{s + 1}_b{b}"
-                blocks.append(Bottleneck(cin, widths[f"{name}_c1"], widths[f"{name}_c2"], 4 * p, 2 if b == 0 and s else 1))
+                blocks.append(
+                    Bottleneck(cin, widths[f"{name}_c1"], widths[f"{name}_c2"], 4 * p, 2 if b == 0 and s else 1)
+                )
                 cin = 4 * p
             stages.append(nn.ModuleList(blocks))
         self.stages = nn.ModuleList(stages)
@@ -186,7 +188,15 @@ class PreResNet(WidthNetwork):
 
 # -- MobileNetV2 (Sandler et al. 2018) -------------------------------------------------------------------------------
 # (expansion t, output channels c, blocks n, first stride s)
-MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MBV2_SETTINGS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 class InvertedResidual(nn.Module):
@@ -219,11 +229,15 @@ class MobileNetV2(WidthNetwork):
         score_at: str = "bn",
     ):
         super().__init__(score_at)
-        self.backbone = dict(multiplier=multiplier, small_input=small_input, num_classes=num_classes, in_channels=in_channels)
+        self.backbone = dict(
+            multiplier=multiplier, small_input=small_input, num_classes=num_classes, in_channels=in_channels
+        )
         widths = {**self.layer_widths(multiplier=multiplier), **(widths or {})}
         ch = self.channels
         cin = ch(32, multiplier)
-        self.stem = nn.Sequential(conv(in_channels, cin, 3, 1 if small_input else 2), nn.BatchNorm2d(cin), nn.ReLU6(True))
+        self.stem = nn.Sequential(
+            conv(in_channels, cin, 3, 1 if small_input else 2), nn.BatchNorm2d(cin), nn.ReLU6(True)
+        )
         blocks, i = [], 0
         for t, c, n, s in MBV2_SETTINGS:
             for k in range(n):

@@ -118,8 +118,12 @@ class WidthSpace(SearchSpace):
     method_defaults = {"*": {"search": SEARCH}}
     presets = {
         "quick": {"subset": 4000, "search": {"epochs": 3}, "train": {"epochs": 6}},
-        "tiny": {"subset": 400, "image_size": 12, "search": {"epochs": 2, "batch_size": 32},
-                 "train": {"epochs": 1, "batch_size": 32}},
+        "tiny": {
+            "subset": 400,
+            "image_size": 12,
+            "search": {"epochs": 2, "batch_size": 32},
+            "train": {"epochs": 1, "batch_size": 32},
+        },
     }
 
     def __init__(self, backbone: dict | None = None, score_at="bn", prune="ratio", ratio=0.4, threshold=0.01):
@@ -200,7 +204,9 @@ class WidthSpace(SearchSpace):
         try:
             full.load_state_dict(body)
         except RuntimeError as e:
-            raise ConfigError(f"train.inherit: {source}: its supernet is not this backbone ({str(e).splitlines()[0]})") from None
+            raise ConfigError(
+                f"train.inherit: {source}: its supernet is not this backbone ({str(e).splitlines()[0]})"
+            ) from None
         return full.pruned(architecture.kept, scores)
 
 
