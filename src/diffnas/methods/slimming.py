@@ -18,6 +18,7 @@ from .darts import DARTS
 class Slimming(DARTS):
     name = "slimming"
     help = "Network Slimming: all data, l1 on the BN scales (s * sign(gamma)), prune by |gamma| (width spaces)"
+    defaults = {"space": "resnet164-width"}  # its paper's network; the width spaces set NS's protocol
     options = {"sparsity": 1e-5}  # s: the reference's value for ResNet-164
     requires = frozenset({"channel-scores"})
 
