@@ -76,8 +76,7 @@ class TrainJob:
             device=self.device,
             part=(distributed.rank(), distributed.world_size()),
         )
-        self.space = get_space_class(genotype.space).from_config(cfg) if cfg.space == genotype.space else None
-        self.space = self.space or get_space_class(genotype.space)()
+        self.space = get_space_class(genotype.space)()
         self.task = self.space.task
         self.net = self.space.build_network(genotype, cfg, data.in_channels, data.num_classes).to(self.device)
         self.opt = torch.optim.SGD(
