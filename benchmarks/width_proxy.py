@@ -7,6 +7,7 @@ channels' weights (random: from the rarts run of the same seed, so only the choi
 Writes one JSON line per run to OUT/results.jsonl and a table to stdout.
 
     python benchmarks/width_proxy.py DATA_DIR OUT [--seeds 0,1] [--search-epochs 3] [--train-epochs 5]
+        [--search-set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def run(argv: list[str]) -> None:
         raise SystemExit(f"failed: {' '.join(argv)}")
 
 
-def proxy(data_dir, out, seeds, search_epochs, train_epochs, subset, image_size, multiplier):
+def proxy(data_dir, out, seeds, search_epochs, train_epochs, subset, image_size, multiplier, search_sets=()):
     out = Path(out)
     common = [
         "--dataset",
@@ -56,6 +57,7 @@ def proxy(data_dir, out, seeds, search_epochs, train_epochs, subset, image_size,
                         str(d),
                         "--set",
                         f"search.epochs={search_epochs}",
+                        *[a for kv in search_sets for a in ("--set", kv)],
                         *s,
                     ]
                 )
@@ -107,6 +109,9 @@ if __name__ == "__main__":
     p.add_argument("--subset", type=int, default=2000)
     p.add_argument("--image-size", type=int, default=16)
     p.add_argument("--multiplier", type=float, default=0.5)
+    p.add_argument(
+        "--search-set", action="append", default=[], metavar="KEY=VALUE", help="a config key of the searches"
+    )
     a = p.parse_args()
     proxy(
         a.data_dir,
@@ -117,4 +122,5 @@ if __name__ == "__main__":
         a.subset,
         a.image_size,
         a.multiplier,
+        a.search_set,
     )
