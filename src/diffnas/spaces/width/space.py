@@ -225,7 +225,6 @@ def searched_state(source) -> dict:
 class ResNetWidth(WidthSpace):
     network = PreResNet
     backbone_defaults = {"depth": 164, "multiplier": 1.0}
-    datasets = DATASETS
 
     @classmethod
     def check_backbone(cls, backbone, error=GenotypeError, where="backbone"):
