@@ -263,7 +263,7 @@ def test_slimming_adds_the_l1_subgradient_to_the_bn_scales_only():
 
 def test_parts_that_do_not_fit_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="channel-scores"):
-        resolve("slimming", overrides={"dataset": "cifar10"})
+        resolve("slimming", overrides={"space": "darts", "dataset": "cifar10"})
     with pytest.raises(ConfigError, match="regularizer l1"):
         resolve("darts", overrides={"dataset": "cifar10", "reg": {"l1": 0.1}})
     with pytest.raises(ConfigError, match="width.score_at"):
