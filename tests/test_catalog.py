@@ -110,6 +110,21 @@ GOLDEN = {
         "search.w_lr": 0.025,
     },
     "random": {"search.relaxation": "single-path"},
+    # Network Slimming's ResNet-164 protocol (its code): sparsity 1e-5, lr 0.1, wd 1e-4, 160 epochs, lr /10 at 50/75 %
+    "slimming": {
+        "space": "resnet164-width",
+        "search.relaxation": "channel-scores",
+        "slimming.sparsity": 1e-5,
+        "search.epochs": 160,
+        "search.batch_size": 64,
+        "search.w_lr": 0.1,
+        "search.w_wd": 1e-4,
+        "train.epochs": 160,
+        "train.batch_size": 64,
+        "train.lr": 0.1,
+        "train.wd": 1e-4,
+        "train.lr_milestones": [0.5, 0.75],
+    },
     "rsws": {**DARTS_SEARCH, "search.relaxation": "single-path", "rsws.samples": 100, "rsws.eval_batches": 1},
 }
 

@@ -323,9 +323,10 @@ def measure(
     import torch
 
     from .catalog import resolve
+    from .config import DEFAULTS
     from .methods import build_method
     from .runtime.system import peak_memory_mb, reset_peak_memory
-    from .spaces import space_from_config
+    from .spaces import get_space_class, space_from_config
 
     torch.manual_seed(seed)
     overrides: dict = {
@@ -333,7 +334,10 @@ def measure(
         "device": device,
     }
     if method == DERIVED:  # the retraining network at the search's width and cells, its plain step
-        overrides["train"] = {"channels": channels, "layers": layers, "batch_size": batch_size, "auxiliary": 0.0}
+        train = {"channels": channels, "layers": layers, "batch_size": batch_size, "auxiliary": 0.0}
+        # of these, the keys the space's protocol has (a width space's backbone has no cells)
+        own = get_space_class(space or DEFAULTS["space"]).defaults.get("train", {})
+        overrides["train"] = {k: v for k, v in train.items() if k in own}
     if space:
         overrides["space"] = space
     overrides = deep_merge(overrides, sets or {})

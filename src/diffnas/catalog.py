@@ -53,7 +53,8 @@ def resolve(
     space_cls = get_space_class(_last([paper, *layers], None, "space") or DEFAULTS["space"])
     if preset:  # a space's own preset of that name replaces the shared one (the shared ones are image-sized)
         layers.insert(1, space_cls.presets.get(preset, PRESETS[preset]))
-    relax_cls = get_relaxation(_last([paper, *layers], "search", "relaxation") or method_cls.relaxation)
+    space_word = space_cls.defaults_for(method_cls.name)  # a space may name the relaxation (width: channel scores)
+    relax_cls = get_relaxation(_last([paper, space_word, *layers], "search", "relaxation") or method_cls.relaxation)
 
     cfg = merge(DEFAULTS, space_cls.defaults, allow_new=True)
     protocol = _last(layers, "train", "protocol")
@@ -64,7 +65,7 @@ def resolve(
         owned[method_cls.name] = method_cls.option_defaults()
     cfg = merge(cfg, owned, allow_new=True)
     cfg = merge(cfg, paper, where="")  # a method's defaults may only set keys that exist
-    cfg = merge(cfg, space_cls.defaults_for(method_cls.name), where="")  # the space's word on this method
+    cfg = merge(cfg, space_word, where="")  # the space's word on this method
     for layer in layers:
         cfg = merge(cfg, layer)
     cfg.update(method=method_cls.name, space=space_cls.name)

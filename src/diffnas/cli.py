@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "search", cfg)
 
     p = sub.add_parser("train", help="retrain a genotype from scratch and report its test accuracy")
-    p.add_argument("--genotype", help="a genotype.json, or a search, train or run directory")
+    p.add_argument("--genotype", "--widths", help="a genotype.json or widths file, or a search, train or run directory")
     add_out(p, "")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed retraining")
     p.add_argument("--protocol", help="the space's named retraining protocol: cifar (default) | imagenet | imagenet-pc")

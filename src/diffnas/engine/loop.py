@@ -159,6 +159,12 @@ class Pace:
             self.run.say(line, warning=total > LONG_RUN_S)
 
 
+def scale_words(section) -> str:
+    """`` (C channels, L cells)`` of a config section, as far as its space has them ('' otherwise)."""
+    words = [f"{section[k]} {w}" for k, w in (("channels", "channels"), ("layers", "cells")) if k in section]
+    return f" ({', '.join(words)})" if words else ""
+
+
 def epoch_line(kind: str, epochs: int, record: dict, note: str = "") -> str:
     """One line per epoch, as DARTS prints them: losses, accuracies, learning rate, time (and the note)."""
     parts = [f"{kind} epoch {record['epoch'] + 1}/{epochs}"]

@@ -28,6 +28,7 @@ from .loop import (
     reestimate_bn,
     resolve_device,
     run_job,
+    scale_words,
 )
 from .resume import fitting, keep_config
 
@@ -130,8 +131,8 @@ class SearchJob:
         s, d = self.cfg.search, self.data
         return (
             f"search: {self.cfg.method} on {d.name} ({len(self.train_idx)} train + {len(self.val_idx)} val images, "
-            f"{d.image_size}x{d.image_size}), supernet {params:.2f} M parameters ({s.channels} channels, "
-            f"{s.layers} cells), {self.steps_per_epoch} steps/epoch x {self.epochs} epochs, on {self.device}"
+            f"{d.image_size}x{d.image_size}), supernet {params:.2f} M parameters{scale_words(s)}, "
+            f"{self.steps_per_epoch} steps/epoch x {self.epochs} epochs, on {self.device}"
         )
 
     def epoch_note(self, record: dict) -> str:
@@ -183,7 +184,8 @@ class SearchJob:
             "genotype": str(genotype),
             **lookup,
             "ops": {t: list(self.space.ops[t]) for t in self.space.cell_types},
-            "arch_weights": weights,
+            # op weights per edge, what the reports plot (a width space's scores are vectors: logged as alphas)
+            **({"arch_weights": weights} if self.space.cell_types else {}),
             "alphas": {t: a.detach() for t, a in m.relax.alphas.items()},
             **m.epoch_record(),
             **monitors.epoch_figures(genotype.cell_ops(), weights),

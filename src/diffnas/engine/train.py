@@ -20,7 +20,16 @@ from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, RunDir, seed_everything
 from ..schedules.lr import lr_scheduler
 from ..spaces import Architecture, get_space_class
-from .loop import below_chance_note, check_finite, evaluate_batches, load_data, reestimate_bn, resolve_device, run_job
+from .loop import (
+    below_chance_note,
+    check_finite,
+    evaluate_batches,
+    load_data,
+    reestimate_bn,
+    resolve_device,
+    run_job,
+    scale_words,
+)
 from .resume import fitting, keep_config
 
 LOGS = ("metrics.jsonl",)
@@ -86,6 +95,7 @@ class TrainJob:
             t.lr_min,
             t.get("warmup_epochs", 0),
             t.get("lr_gamma", 0.97),
+            t.get("lr_milestones") or (),
         )
         self.epochs = t.epochs
         self.steps_per_epoch = self.train.steps_per_epoch
@@ -146,7 +156,7 @@ class TrainJob:
         return (
             f"retrain: {d.name} ({_count(d, 'train')} train, {_count(d, 'test')} test images, "
             f"{d.image_size}x{d.image_size}), "
-            f"network {count_params_m(self.net):.2f} M parameters ({t.channels} channels, {t.layers} cells), "
+            f"network {count_params_m(self.net):.2f} M parameters{scale_words(t)}, "
             f"{self.steps_per_epoch} steps/epoch x {self.epochs} epochs, on {self.device}"
         )
 
@@ -290,6 +300,7 @@ def train(
                 "seconds": result.seconds,
                 "peak_memory_mb": result.peak_memory_mb,
                 "genotype": genotype.to_dict(),
+                **genotype.facts(),
                 **(table.summary(genotype) if table is not None else {}),
             },
         )

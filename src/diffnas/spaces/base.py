@@ -36,6 +36,7 @@ CAPABILITIES = {
     "op-params": "the parameter count of every candidate op (model-size penalties)",
     "projection": "a discrete projection of architecture weights onto valid architectures",
     "random-architectures": "uniformly random architectures and their op masks (random search: random, rsws)",
+    "channel-scores": "one architecture score per channel of the prunable layers (width search, ``arch_shapes``)",
 }
 
 
@@ -72,6 +73,10 @@ class Architecture:
     def graphs(self) -> dict:
         """{title: ``graphviz.Digraph``} of the architecture's parts (cells, recurrent cell, widths):
         what the HTML report embeds as SVG. A space without a drawing returns {} (the report shows the text)."""
+        return {}
+
+    def facts(self) -> dict:
+        """Numbers a retraining reports beside its scores (a widths file: the pruned ratio per layer); {} if none."""
         return {}
 
     def cell_ops(self) -> dict:
@@ -164,6 +169,11 @@ class SearchSpace:
     def alpha_shape(self, cell_type: str) -> tuple[int, int]:
         """(edges, candidate ops) of one cell type's architecture matrix."""
         raise NotImplementedError
+
+    def arch_shapes(self) -> dict:
+        """{name: shape} of every architecture parameter: one [E, O] matrix per cell type for a space of op
+        edges; a space of other parameters (one score per channel: the width spaces) declares its own."""
+        return {t: self.alpha_shape(t) for t in self.cell_types}
 
     # -- search ----------------------------------------------------------------------------
     def build_supernet(self, relax, cfg, in_channels: int, num_classes: int) -> nn.Module:
