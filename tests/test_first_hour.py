@@ -358,3 +358,25 @@ def test_a_run_takes_the_cores_free_when_it_starts(monkeypatch):
         monkeypatch.undo()
     free = system.free_cores(0.05)
     assert free is None or 0.0 <= free <= (os.cpu_count() or 1) + 1e-6
+
+
+def test_a_resumed_run_takes_the_thread_count_it_started_with(monkeypatch, data, tmp_path):
+    from diffnas.runtime import system
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("DIFFNAS_THREADS", raising=False)
+    monkeypatch.setattr(system, "DEFAULT_THREADS", 2)
+    out = tmp_path / "s"
+    try:
+        monkeypatch.setattr(system, "free_cores", lambda: 0.9)  # busy when it starts: 1 thread
+        assert cli("search", "--out", out, "--data-dir", data, "--epochs", "1", *TINY, *SETS)[0] == 0
+        assert (out / loop.THREADS).read_text().strip() == "1"
+        monkeypatch.setattr(system, "free_cores", lambda: 2.0)  # quiet when it resumes: still 1
+        assert cli("search", "--resume", out, "--epochs", "2", "--no-progress")[0] == 0
+        assert torch.get_num_threads() == 1
+        (out / loop.THREADS).write_text("many\n")  # a doctored file: the cores free now
+        assert cli("search", "--resume", out, "--epochs", "3", "--no-progress")[0] == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -260,8 +260,13 @@ def run_job(
                 run.file(name).unlink(missing_ok=True)
         run.write_config(cfg.to_plain())
         device = resolve_device(cfg.device)  # under torchrun: join the group, select this rank's GPU before CUDA
-        if device.type == "cpu" and distributed.world_size() == 1:
-            choose_threads()  # the cores free now (torchrun's processes keep their OMP_NUM_THREADS)
+        if device.type == "cpu" and distributed.world_size() == 1:  # (torchrun's keep their OMP_NUM_THREADS)
+            saved = run.file(THREADS)
+            text = saved.read_text().strip() if resume and saved.is_file() else ""
+            before = int(text) if text.isdigit() and int(text) > 0 else None
+            threads = choose_threads(before)  # the cores free now, or the count the run started with
+            if run.write and before is None:
+                saved.write_text(f"{threads}\n")
         reset_peak_memory()
         t0 = time.perf_counter()
         try:
@@ -276,6 +281,9 @@ def run_job(
         return finish(job, run, records, seconds, peak_memory_mb(job.device))
     finally:
         run.close()
+
+
+THREADS = "threads.txt"  # the CPU threads a run started with: its resumes take the same count
 
 
 def whole_run(run: RunDir, records: list[dict], seconds: float) -> tuple[list[dict], float]:

@@ -33,17 +33,19 @@ def free_cores(sample_s: float = 0.2) -> float | None:
     return (idle1 - idle0) / (total1 - total0) * (os.cpu_count() or 1)
 
 
-def choose_threads() -> int:
+def choose_threads(before: int | None = None) -> int:
     """The intra-op threads of a CPU run: the cores free when it starts (at least 1, at most torch's
-    default). A thread without a core of its own stalls every parallel region it is part of: on 2 busy
-    cores, 2 threads ran 2.7x slower than 1 even with passive waits (see README, Threads). ``OMP_NUM_THREADS``
-    (or ``DIFFNAS_THREADS=off``) keeps the user's or torch's count."""
+    default), or ``before``, the count a resumed run started with (another count rounds sums in another
+    order: a resumed run stays the same run). A thread without a core of its own stalls every parallel
+    region it is part of: on 2 busy cores, 2 threads ran 2.7x slower than 1 even with passive waits (see
+    README, Threads). ``OMP_NUM_THREADS`` (or ``DIFFNAS_THREADS=off``) keeps the user's or torch's count."""
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("DIFFNAS_THREADS", "").lower() == "off":
         return torch.get_num_threads()
-    free = free_cores()
-    threads = DEFAULT_THREADS if free is None else max(1, min(DEFAULT_THREADS, round(free)))
-    torch.set_num_threads(threads)
-    return threads
+    if before is None:
+        free = free_cores()
+        before = DEFAULT_THREADS if free is None else max(1, min(DEFAULT_THREADS, round(free)))
+    torch.set_num_threads(before)
+    return before
 
 
 def reset_peak_memory() -> None:
