@@ -278,3 +278,11 @@ def test_bench_times_methods_and_the_derived_network_on_text_windows(tmp_path):
     # the derived cell also has one matrix per node; the one-edge-per-node rule makes it cheaper to run
     assert round(derived["params_m"] * 1e6) == round(darts["params_m"] * 1e6)
     assert derived["saved_mb"] < darts["saved_mb"]
+
+
+def test_darts_cd_steps_past_its_warm_up_on_this_space():
+    from diffnas.bench import measure
+
+    sets = {"search": {"nodes": 3, "bptt": 5}, "darts-cd": {"train_shared": False}}
+    r = measure("darts-cd", "darts-rnn", channels=8, batch_size=4, num_classes=40, steps=1, warmup=1, sets=sets)
+    assert r["epoch"] > 0 and r["phases"]["arch"]["steps"] == 1 and r["phases"]["weight"]["saved_mb"] > 0

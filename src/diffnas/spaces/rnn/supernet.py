@@ -25,6 +25,11 @@ class Supernet(LanguageModel):
     def cell_keys(self) -> list[tuple[str, int]]:
         return [(CELL_TYPE, 0)]
 
+    def shared_parameters(self) -> dict:
+        """The weights of no edge (DARTS-CD's ``train_shared``): the embedding (tied to the decoder) as the stem, the
+        decoder's bias as the classifier, the first state's matrix as the cell's input preprocessing."""
+        return {"stem": [self.encoder.weight], "classifier": [self.decoder.bias], 0: [self.cell.w0]}
+
     def edge_parameters(self) -> dict:
         """{(0, edge): [its node's matrix]}: a node's incoming edges share one matrix (the reference's search)."""
         space = self.relax.space
