@@ -84,15 +84,14 @@ def diffnas(command: str, method: str, seed: int, out: Path, args, scale: dict, 
 def one_run(method: str, seed: int, args, scale: dict) -> dict:
     out = args.runs / f"{method}-s{seed}"
     start = time.perf_counter()
-    if not (out / "train" / "summary.json").is_file():
+    if not (out / "train" / "result.json").is_file():
         error = diffnas("run", method, seed, out, args, scale)
         if error:
             print(f"{method} seed {seed}: {error}", file=sys.stderr, flush=True)
             return {"seed": seed, "error": error}
     search = lines(out / "search" / "metrics.jsonl")
     train = lines(out / "train" / "metrics.jsonl")
-    summary = json.loads((out / "train" / "summary.json").read_text())
-    scores = summary.get("scores", summary)
+    scores = json.loads((out / "train" / "result.json").read_text())
     row = {
         "seed": seed,
         "cell": search[-1]["genotype"],
@@ -100,7 +99,7 @@ def one_run(method: str, seed: int, args, scale: dict) -> dict:
         "search_s": sum(r.get("time", 0.0) for r in search),
         "val_ppl": scores["val_ppl"],
         "test_ppl": scores["test_ppl"],
-        "params_m": summary.get("params_m"),
+        "params_m": scores.get("params_m"),
         "train_val_ppl": [r.get("val_ppl") for r in train],
         "train_s": sum(r.get("time", 0.0) for r in train),
         "wall_s": time.perf_counter() - start,
