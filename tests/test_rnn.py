@@ -242,3 +242,47 @@ def test_retraining_learns_and_resumes_exactly(tmp_path):
 def test_ptb_zip():
     c = load_corpus("ptb", PTB_ZIP)
     assert (len(c.train), len(c.valid), len(c.test), c.vocab_size) == (929589, 73760, 82430, 10000)
+
+
+# -- cost -----------------------------------------------------------------------------------------
+
+
+def test_the_task_bench_window_has_the_next_tokens_as_targets():
+    from diffnas.spaces.tasks import LANGUAGE_MODEL
+
+    cfg = resolve("darts", overrides={"space": "darts-rnn", "dataset": "ptb", "search": {"bptt": 6}})
+    g = torch.Generator().manual_seed(0)
+    train = LANGUAGE_MODEL.random_batch(cfg, 4, 50, g, "cpu", train=True, image_size=16, in_channels=3)
+    val = LANGUAGE_MODEL.random_batch(cfg, 4, 50, g, "cpu", train=False)
+    assert train.x.shape == (6, 4) and train.y.shape == (24,) and train.hidden is None
+    assert torch.equal(train.y.view(6, 4)[:-1], train.x[1:]) and int(train.x.max()) < 50
+    assert train.regularize and not val.regularize and not torch.equal(train.x, val.x)
+
+
+def test_bench_times_methods_and_the_derived_network_on_text_windows(tmp_path):
+    from diffnas.cli import main
+
+    out = tmp_path / "bench.json"
+    tiny = ["--channels", "8", "--batch-size", "4", "--classes", "40", "--set", "search.nodes=3"]
+    tiny += ["--set", "search.bptt=5", "--steps", "1", "--warmup", "1", "--saved-steps", "1"]
+    assert main(["bench", "--space", "darts-rnn", "--methods", "darts,derived", *tiny, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert not report["skipped"]
+    darts, derived = report["results"]["darts"], report["results"]["derived"]
+    for r in (darts, derived):
+        assert r["space"] == "darts-rnn" and r["input_shape"] == [5, 4] and r["num_classes"] == 40
+        assert r["weight_s"] > 0 and r["saved_mb"] > 0
+    assert darts["arch_s"] > 0 and derived["arch_s"] == 0 and derived["time_vs_darts"] > 0
+    # the supernet: embedding 40 x 8 (tied decoder, its bias 40), s0's 16 x 16, one 8 x 16 matrix per node
+    assert round(darts["params_m"] * 1e6) == 40 * 8 + 40 + 16 * 16 + 3 * 8 * 16
+    # the derived cell also has one matrix per node; the one-edge-per-node rule makes it cheaper to run
+    assert round(derived["params_m"] * 1e6) == round(darts["params_m"] * 1e6)
+    assert derived["saved_mb"] < darts["saved_mb"]
+
+
+def test_darts_cd_steps_past_its_warm_up_on_this_space():
+    from diffnas.bench import measure
+
+    sets = {"search": {"nodes": 3, "bptt": 5}, "darts-cd": {"train_shared": False}}
+    r = measure("darts-cd", "darts-rnn", channels=8, batch_size=4, num_classes=40, steps=1, warmup=1, sets=sets)
+    assert r["epoch"] > 0 and r["phases"]["arch"]["steps"] == 1 and r["phases"]["weight"]["saved_mb"] > 0

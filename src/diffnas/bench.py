@@ -269,7 +269,7 @@ class DerivedStep:
         self.net = space.build_network(self.genotype, cfg, in_channels, num_classes).to(device)
         self.weights, self.arch = list(self.net.parameters()), []
         t = cfg.train
-        self.opt = torch.optim.SGD(self.weights, t.lr, momentum=t.momentum, weight_decay=t.wd)
+        self.opt = torch.optim.SGD(self.weights, t.lr, momentum=t.get("momentum", 0.0), weight_decay=t.wd)
         self.epochs = 1
 
     def steady_state_epoch(self) -> int:
@@ -285,8 +285,7 @@ class DerivedStep:
         import torch.nn as nn
 
         with self.probe.phase("weight") if self.probe is not None else nullcontext():
-            x, y = batch
-            loss = self.task.loss(self.net(x), y)
+            loss, _ = self.task.batch_loss(self.net, batch)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.train.grad_clip:
@@ -303,7 +302,7 @@ def measure(
     batch_size: int = 32,
     image_size: int = 16,
     in_channels: int = 3,
-    num_classes: int = 10,
+    num_classes: int | None = None,
     steps: int = 5,
     warmup: int = 2,
     device: str = "cpu",
@@ -319,6 +318,10 @@ def measure(
     hooks); then ``saved_steps`` more steps count the tensors saved for backward per phase
     (a Python call per saved tensor costs a few per cent of a step: kept out of the timed
     steps, and out of the peak memory, which is read before them). 0: nothing counted.
+    The batches are the space's task's (``random_batch``): images of ``image_size`` and
+    ``in_channels``, or windows of ``search.bptt`` tokens; ``num_classes`` (classes or words)
+    defaults to the task's ``bench_classes``. A space that does not take the default data
+    set is measured under its first one (only the config's name: nothing is read).
     """
     import torch
 
@@ -333,20 +336,26 @@ def measure(
         "search": {"channels": channels, "layers": layers, "batch_size": batch_size},
         "device": device,
     }
-    if method == DERIVED:  # the retraining network at the search's width and cells, its plain step
-        train = {"channels": channels, "layers": layers, "batch_size": batch_size, "auxiliary": 0.0}
-        # of these, the keys the space's protocol has (a width space's backbone has no cells)
-        own = get_space_class(space or DEFAULTS["space"]).defaults.get("train", {})
-        overrides["train"] = {k: v for k, v in train.items() if k in own}
     if space:
         overrides["space"] = space
+        takes = get_space_class(space).datasets
+        if takes and DEFAULTS["dataset"] not in takes:
+            overrides["dataset"] = takes[0]
     overrides = deep_merge(overrides, sets or {})
-    cfg = resolve("darts" if method == DERIVED else method, overrides=overrides)
+    name = "darts" if method == DERIVED else method
+    cfg = resolve(name, overrides=overrides)
+    if method == DERIVED:  # the retraining network at the search's width and cells, its plain step
+        train = {"channels": channels, "layers": layers, "batch_size": batch_size, "auxiliary": 0.0}
+        train = {k: v for k, v in train.items() if k in cfg.train}  # the keys the space's network has
+        cfg = resolve(name, overrides=deep_merge({**overrides, "train": train}, sets or {}))
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
     build = DerivedStep if method == DERIVED else build_method
-    m = build(cfg, space_from_config(cfg), in_channels, num_classes, dev)
+    the_space = space_from_config(cfg)
+    task = the_space.task
+    num_classes = num_classes or task.bench_classes
+    m = build(cfg, the_space, in_channels, num_classes, dev)
     if epoch is None:
         # the steady state: the method says where it starts (past frozen-architecture or warm-up epochs)
         epoch = m.steady_state_epoch()
@@ -355,11 +364,9 @@ def measure(
         m.epochs = max(m.epochs, epoch + 1)
     g = torch.Generator().manual_seed(seed)
 
-    def make_batch():
-        x = torch.randn(batch_size, in_channels, image_size, image_size, generator=g)
-        return x.to(dev), torch.randint(0, num_classes, (batch_size,), generator=g).to(dev)
-
-    train, val = make_batch(), make_batch()
+    shape = {"image_size": image_size, "in_channels": in_channels}
+    train = task.random_batch(cfg, batch_size, num_classes, g, dev, train=True, **shape)
+    val = task.random_batch(cfg, batch_size, num_classes, g, dev, train=False, **shape)
 
     class Val:
         def next(self):
@@ -409,6 +416,8 @@ def measure(
         "space": cfg.space,
         **({"genotype": m.genotype.to_dict()} if method == DERIVED else {}),
         "device": dev.type,
+        "input_shape": list(train[0].shape),
+        "num_classes": num_classes,
         "epoch": epoch,
         "median_s": statistics.median(times),
         "min_s": min(times),
@@ -568,6 +577,10 @@ print(json.dumps({"median_s": statistics.median(times), "cpu_median_s": statisti
 """
 
 
+# what a method's result keeps of its first round as is
+KEPT = ("method", "space", "device", "input_shape", "num_classes", "epoch", "params_m", "train_state_mb")
+
+
 def run_bench(
     methods: list[str],
     rounds: int = 1,
@@ -589,6 +602,7 @@ def run_bench(
         "batch_size": 32,
         "image_size": 16,
         "in_channels": 3,
+        "num_classes": None,
         "steps": 5,
         "warmup": 2,
         "device": "cpu",
@@ -657,7 +671,7 @@ def run_bench(
             "step_mb": statistics.median(x["peak_mb"] - x["setup_mb"] for x in rs) if "setup_mb" in rs[0] else None,
             "rounds_median_s": [x["median_s"] for x in rs],
             "rounds_peak_mb": [x["peak_mb"] for x in rs],
-            **{k: rs[0][k] for k in ("method", "space", "device", "epoch", "params_m", "train_state_mb") if k in rs[0]},
+            **{k: rs[0][k] for k in KEPT if k in rs[0]},
         }
         if n != ref_label:
             res["sets"] = entries[n][1]
@@ -735,9 +749,15 @@ def format_table(report: dict) -> str:
     cfg = report["config"]
     mem = "CUDA max allocated" if any(r.get("device") == "cuda" for r in report["results"].values()) else "peak RSS"
     width = max([14, *(len(n) + 1 for n in report["results"])])
+    first = next(iter(report["results"].values()), {})
+    batch = (
+        f"input {'x'.join(map(str, first['input_shape']))}, {first['num_classes']} classes "
+        if "input_shape" in first
+        else ""
+    )
     lines = [
         f"B={cfg['batch_size']} H={cfg['image_size']} C={cfg['channels']} L={cfg['layers']} in={cfg['in_channels']} "
-        f"steps={cfg['steps']} (+{cfg['warmup']} warm-up) rounds={cfg['rounds']} | {report['machine']['cpu']}"
+        f"{batch}steps={cfg['steps']} (+{cfg['warmup']} warm-up) rounds={cfg['rounds']} | {report['machine']['cpu']}"
         + (f" | {report['machine']['gpu']}" if "gpu" in report["machine"] else ""),
         f"{'method':{width}s} {'step s':>8s} {'x darts':>8s} {'cpu s':>8s} {'x darts':>8s} "
         f"{'arch s':>8s} {'weight s':>8s} {'other s':>8s} "

@@ -236,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=16)
     p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--classes", type=int, help="classes, or words of a text space (default: 10; text: 10000, PTB's)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per method (after the warm-up)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--rounds", type=int, default=1, help="alternate the methods this many times; medians")
@@ -443,6 +444,7 @@ def _bench(args) -> int:
         batch_size=args.batch_size,
         image_size=args.image_size,
         in_channels=args.in_channels,
+        num_classes=args.classes,
         steps=args.steps,
         warmup=args.warmup,
         device=args.device,

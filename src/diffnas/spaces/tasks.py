@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..data.text import TextBatch
+
 
 class Classification:
     """Image classification: cross-entropy, judged by accuracy."""
@@ -18,6 +20,24 @@ class Classification:
     name = "classification"
     metric = "acc"
     higher_is_better = True  # the direction of ``metric``: which of two runs (or checkpoints) is better
+    bench_classes = 10  # the classes of ``random_batch`` when none are given
+
+    def random_batch(
+        self,
+        cfg,
+        batch_size: int,
+        num_classes: int,
+        generator,
+        device,
+        *,
+        image_size: int,
+        in_channels: int,
+        train=True,
+    ):
+        """Random images and labels: what ``diffnas bench`` times a step on (no data set is read)."""
+        x = torch.randn(batch_size, in_channels, image_size, image_size, generator=generator)
+        y = torch.randint(0, num_classes, (batch_size,), generator=generator)
+        return x.to(device), y.to(device)
 
     def batch_loss(self, net: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, network output) of one training batch: the one place a method's loss meets the network."""
@@ -66,6 +86,13 @@ class LanguageModelling:
     name = "language-model"
     metric = "ppl"
     higher_is_better = False
+    bench_classes = 10_000  # Penn Treebank's vocabulary: the decoder is a large part of a step
+
+    def random_batch(self, cfg, batch_size: int, num_classes: int, generator, device, *, train=True, **image_sizes):
+        """A window of ``search.bptt`` random tokens over ``batch_size`` streams from the zero state, as ``diffnas
+        bench`` times a step on; a training window has the AR/TAR penalty (image sizes do not apply)."""
+        tokens = torch.randint(0, num_classes, (cfg.search.bptt + 1, batch_size), generator=generator).to(device)
+        return TextBatch(tokens[:-1], tokens[1:].reshape(-1), None, 1.0, regularize=train)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y)
