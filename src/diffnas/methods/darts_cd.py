@@ -64,10 +64,19 @@ class _SignWarmup(DARTS):
     }
 
     lean = True  # each phase records autograd only for what it updates (False: everything requires grad, as before)
+    recompute = True  # lean phases: frozen cells keep only their inputs and run again in backward
 
+    @contextlib.contextmanager
     def recording(self, params):
-        """The context of a phase that updates ``params``: nothing else of the weights and alphas requires grad."""
-        return only_requiring_grad(params, [*self.weights, *self.arch]) if self.lean else contextlib.nullcontext()
+        """The context of a phase that updates ``params``: nothing else of the weights and alphas requires grad,
+        and a cell that only passes gradients on is recomputed in backward rather than kept."""
+        if not self.lean:
+            yield
+            return
+        with only_requiring_grad(params, [*self.weights, *self.arch]):
+            recomputing = getattr(self.net, "recomputing_frozen_cells", None)  # (a supernet of cells that has it)
+            with recomputing() if self.recompute and recomputing else contextlib.nullcontext():
+                yield
 
     def arch_step(self, val_batch, train_batch) -> dict:
         with self.recording(self.arch):

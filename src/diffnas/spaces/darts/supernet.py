@@ -12,6 +12,7 @@ import contextlib
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
 from ..base import Mixing
@@ -102,6 +103,26 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
+def recomputed(cell: nn.Module, s0, s1, mix: Mixing) -> torch.Tensor:
+    """``cell(s0, s1, mix)`` that saves only its inputs for backward and runs again there (a checkpoint);
+    the rerun leaves the cell's buffers (BN running statistics) as the first run left them."""
+    runs = []
+
+    def run(a, b):
+        if not runs:
+            runs.append(True)
+            return cell(a, b, mix)
+        kept = [t.clone() for t in cell.buffers()]
+        try:  # (the rerun may be stopped early, once it has recomputed what the backward needs)
+            return cell(a, b, mix)
+        finally:
+            with torch.no_grad():
+                for t, k in zip(cell.buffers(), kept):
+                    t.copy_(k)
+
+    return checkpoint(run, s0, s1, use_reentrant=False, preserve_rng_state=False)
+
+
 class Supernet(nn.Module):
     """Stem, cells (reductions at 1/3 and 2/3), global pooling and a linear classifier.
 
@@ -128,6 +149,7 @@ class Supernet(nn.Module):
         self.relax = relax
         self.precision = precision
         self._autocast_off = 0
+        self._recompute = 0
         nodes = relax.space.nodes
         self.plan = cell_plan(layers, channels, stem_multiplier, lambda s: nodes)
         self.stem = make_stem(in_channels, stem_multiplier * channels)
@@ -151,6 +173,31 @@ class Supernet(nn.Module):
         finally:
             self._autocast_off -= 1
 
+    @contextlib.contextmanager
+    def recomputing_frozen_cells(self):
+        """Within: a frozen cell (``frozen``) keeps only its inputs for backward and runs again there.
+
+        Such a cell is recorded only to pass gradients to what precedes it; keeping its
+        activations would cost as much as a trained cell's. Recomputed one cell at a time in
+        backward, the step holds the cells' inputs plus one cell's activations, for one more
+        forward of those cells. Outputs, gradients and BN running statistics stay the same
+        bit for bit (the recomputation restores the statistics it updates).
+        """
+        self._recompute += 1
+        try:
+            yield
+        finally:
+            self._recompute -= 1
+
+    @staticmethod
+    def frozen(cell, mix: Mixing, s0, s1) -> bool:
+        """The cell is recorded (an input requires grad) but nothing in it does: not a weight, not its mixing."""
+        if not (torch.is_grad_enabled() and (s0.requires_grad or s1.requires_grad)):
+            return False
+        if mix.weights.requires_grad or (mix.edge_weights is not None and mix.edge_weights.requires_grad):
+            return False
+        return not any(p.requires_grad for p in cell.parameters())
+
     def forward(self, x):
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # faster convs on CPU and GPU
@@ -163,7 +210,11 @@ class Supernet(nn.Module):
     def _forward(self, x):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, self.relax.mixing(cell.cell_type, cell.index))
+            mix = self.relax.mixing(cell.cell_type, cell.index)
+            if self._recompute and self.frozen(cell, mix, s0, s1):
+                s0, s1 = s1, recomputed(cell, s0, s1, mix)
+            else:
+                s0, s1 = s1, cell(s0, s1, mix)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
     def weight_parameters(self) -> list[nn.Parameter]:
