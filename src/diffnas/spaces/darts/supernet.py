@@ -18,7 +18,7 @@ from ...errors import ConfigError
 from ..base import Mixing
 from .fastops import shared_inputs
 from .network import CellSpec, cell_plan, make_preprocess, make_stem
-from .ops import OPS
+from .ops import OPS, PoolBN
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -54,6 +54,12 @@ class MixedEdge(nn.Module):
             x_bypass = F.max_pool2d(x_bypass, 2, 2, ceil_mode=True)
         return channel_shuffle(torch.cat([self._mix(x_ops, weights, active), x_bypass], dim=1), self.k)
 
+    def recomputable(self, active) -> bool:
+        """Whether ``active`` keeps anything for backward that a rerun can give back the same, bit for bit: not an
+        identity or `none` (nothing kept), not a pool (its result is shared with the other edges reading its
+        input, ``PoolBN``; computed apart, its gradient would be summed in another order)."""
+        return bool(active) and not any(isinstance(self.ops[o], (nn.Identity, PoolBN)) for o in active)
+
     def _mix(self, x, weights, active):
         if not active:  # nothing selected on this edge: contributes zero
             h, w = -(-x.shape[2] // self.stride), -(-x.shape[3] // self.stride)
@@ -82,17 +88,24 @@ class SearchCell(nn.Module):
             nn.ModuleList(nn.BatchNorm2d(spec.c, affine=False) for _ in range(space.nodes)) if relax.node_norm else None
         )
 
-    def forward(self, s0, s1, mix: Mixing):
+    def forward(self, s0, s1, mix: Mixing, recompute: bool = False):
+        """``recompute``: a frozen edge (``frozen``) keeps only its input for backward and runs again there."""
         with shared_inputs():  # pool+BN computed once per state, shared by the edges reading it
-            return self._forward(s0, s1, mix)
+            return self._forward(s0, s1, mix, recompute)
 
-    def _forward(self, s0, s1, mix: Mixing):
+    def _forward(self, s0, s1, mix: Mixing, recompute: bool = False):
         states = [self.pre0(s0), self.pre1(s1)]
         e = 0
         for node in range(self.nodes):
             total = 0
             for _ in range(2 + node):
-                h = self.edges[e](states[self.inputs[e]], mix.weights[e], mix.active[e])
+                x, w = states[self.inputs[e]], mix.weights[e]
+                if mix.constant is not None and mix.constant[e]:
+                    w = w.detach()  # (its gradient would be dropped anyway: no alpha behind it)
+                if recompute and self.edges[e].recomputable(mix.active[e]) and frozen(self.edges[e], (x,), (w,)):
+                    h = recomputed(self.edges[e], (x,), w, mix.active[e])
+                else:
+                    h = self.edges[e](x, w, mix.active[e])
                 if mix.edge_weights is not None:
                     h = mix.edge_weights[e] * h
                 total = total + h
@@ -103,24 +116,35 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
-def recomputed(cell: nn.Module, s0, s1, mix: Mixing) -> torch.Tensor:
-    """``cell(s0, s1, mix)`` that saves only its inputs for backward and runs again there (a checkpoint);
-    the rerun leaves the cell's buffers (BN running statistics) as the first run left them."""
+def frozen(module: nn.Module, inputs: tuple, constants: tuple = ()) -> bool:
+    """Recorded only to pass gradients on: an input requires grad; no parameter, no other tensor it uses does."""
+    if not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs)):
+        return False
+    if any(c is not None and c.requires_grad for c in constants):
+        return False
+    return not any(p.requires_grad for p in module.parameters())
+
+
+def recomputed(module: nn.Module, inputs: tuple, *rest) -> torch.Tensor:
+    """``module(*inputs, *rest)`` that saves only ``inputs`` for backward and runs again there (a checkpoint);
+    the rerun leaves the module's buffers (BN running statistics) as the first run left them."""
     runs = []
 
-    def run(a, b):
+    def run(*xs):
         if not runs:
             runs.append(True)
-            return cell(a, b, mix)
-        kept = [t.clone() for t in cell.buffers()]
+            with shared_inputs():  # its own cache: both runs compute the same ops, whatever other edges did
+                return module(*xs, *rest)
+        kept = [t.clone() for t in module.buffers()]
         try:  # (the rerun may be stopped early, once it has recomputed what the backward needs)
-            return cell(a, b, mix)
+            with shared_inputs():
+                return module(*xs, *rest)
         finally:
             with torch.no_grad():
-                for t, k in zip(cell.buffers(), kept):
+                for t, k in zip(module.buffers(), kept):
                     t.copy_(k)
 
-    return checkpoint(run, s0, s1, use_reentrant=False, preserve_rng_state=False)
+    return checkpoint(run, *inputs, use_reentrant=False, preserve_rng_state=False)
 
 
 class Supernet(nn.Module):
@@ -175,7 +199,7 @@ class Supernet(nn.Module):
 
     @contextlib.contextmanager
     def recomputing_frozen_cells(self):
-        """Within: a frozen cell (``frozen``) keeps only its inputs for backward and runs again there.
+        """Within: a frozen cell or edge (``frozen``) keeps only its inputs for backward and runs again there.
 
         Such a cell is recorded only to pass gradients to what precedes it; keeping its
         activations would cost as much as a trained cell's. Recomputed one cell at a time in
@@ -188,15 +212,6 @@ class Supernet(nn.Module):
             yield
         finally:
             self._recompute -= 1
-
-    @staticmethod
-    def frozen(cell, mix: Mixing, s0, s1) -> bool:
-        """The cell is recorded (an input requires grad) but nothing in it does: not a weight, not its mixing."""
-        if not (torch.is_grad_enabled() and (s0.requires_grad or s1.requires_grad)):
-            return False
-        if mix.weights.requires_grad or (mix.edge_weights is not None and mix.edge_weights.requires_grad):
-            return False
-        return not any(p.requires_grad for p in cell.parameters())
 
     def forward(self, x):
         if self.channels_last and x.dim() == 4:
@@ -211,10 +226,10 @@ class Supernet(nn.Module):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             mix = self.relax.mixing(cell.cell_type, cell.index)
-            if self._recompute and self.frozen(cell, mix, s0, s1):
-                s0, s1 = s1, recomputed(cell, s0, s1, mix)
-            else:
-                s0, s1 = s1, cell(s0, s1, mix)
+            if self._recompute and frozen(cell, (s0, s1), (mix.weights, mix.edge_weights)):
+                s0, s1 = s1, recomputed(cell, (s0, s1), mix)  # the whole cell: keeps its two inputs only
+            else:  # (its frozen edges, if any, recomputed one by one)
+                s0, s1 = s1, cell(s0, s1, mix, recompute=bool(self._recompute))
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
     def weight_parameters(self) -> list[nn.Parameter]:
