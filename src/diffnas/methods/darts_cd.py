@@ -13,6 +13,10 @@ values and Adam moments are kept, as a lazy/sparse Adam does).
 Both methods pay only for what a phase updates (``lean``): within a phase only the
 updated tensors require grad, so autograd records nothing before the first of them
 and keeps nothing for weight gradients nobody asks for (``only_requiring_grad``).
+With ``darts-cd.recompute`` the cells and single-path edges after the relaxed one, which
+are recorded only to pass gradients back to it, keep their inputs instead of their
+activations and run again in backward (``Supernet.recomputing_frozen_cells``; max-alpha
+has no such part: every edge's weight carries a gradient).
 
 ``max-alpha``: every edge runs its max-alpha op; weights and alphas (through the
 straight-through one-hot) all learn each step.
@@ -64,7 +68,7 @@ class _SignWarmup(DARTS):
     }
 
     lean = True  # each phase records autograd only for what it updates (False: everything requires grad, as before)
-    recompute = True  # lean phases: frozen cells keep only their inputs and run again in backward
+    recompute = False  # lean phases: frozen cells and edges keep only their inputs and run again in backward
 
     @contextlib.contextmanager
     def recording(self, params):
@@ -123,11 +127,17 @@ class DARTSCD(_SignWarmup):
     help = "DARTS-CD: one softmax-relaxed edge per cell and step, max-alpha ops elsewhere; warm-up sign flips"
     relaxation = "coordinate"
     requires = frozenset({"sign-flip", "edge-sampling"})
-    # stem, preprocessing and classifier: a weight update every step (true) or only with the relaxed edges they feed
-    options = {"train_shared": True}
+    options = {
+        # stem, preprocessing and classifier: a weight update every step (true) or only with the relaxed edges they feed
+        "train_shared": True,
+        # a cell or edge that only passes gradients on keeps its inputs, not its activations, and runs again in
+        # backward (where that lowers the step's peak: the early, large cells): less memory, more time
+        "recompute": True,
+    }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.recompute = bool(self.opts.recompute)
         self.edge_params = self.net.edge_parameters()
         self.shared = self.net.shared_parameters()
         on_edges = {id(p) for ps in self.edge_params.values() for p in ps}

@@ -178,6 +178,9 @@ class Supernet(nn.Module):
         self.plan = cell_plan(layers, channels, stem_multiplier, lambda s: nodes)
         self.stem = make_stem(in_channels, stem_multiplier * channels)
         self.cells = nn.ModuleList(SearchCell(s, relax) for s in self.plan)
+        # each cell's activations, relative: its channels times its output's area (a quarter per reduction)
+        self.cell_sizes = [s.c / 4 ** sum(r.reduction for r in self.plan[: i + 1]) for i, s in enumerate(self.plan)]
+        self.worth_recomputing = self._worth_recomputing()
         self.classifier = nn.Linear(self.plan[-1].c * nodes, num_classes)
         relax.cells_built(self.cell_keys())
 
@@ -204,7 +207,8 @@ class Supernet(nn.Module):
         Such a cell is recorded only to pass gradients to what precedes it; keeping its
         activations would cost as much as a trained cell's. Recomputed one cell at a time in
         backward, the step holds the cells' inputs plus one cell's activations, for one more
-        forward of those cells. Outputs, gradients and BN running statistics stay the same
+        forward of those cells (not of the last ones, when keeping them costs no peak:
+        ``_worth_recomputing``). Outputs, gradients and BN running statistics stay the same
         bit for bit (the recomputation restores the statistics it updates).
         """
         self._recompute += 1
@@ -212,6 +216,16 @@ class Supernet(nn.Module):
             yield
         finally:
             self._recompute -= 1
+
+    def _worth_recomputing(self) -> list[bool]:
+        """Per cell: recompute what is frozen in it? Not in the last cells whose activations add up to at most
+        the largest cell's: backward frees them before it recomputes any earlier cell, and a step that records
+        the largest cell keeps that much anyway, so keeping them costs no peak and saves the time."""
+        worth, tail = [], 0.0
+        for size in reversed(self.cell_sizes):
+            tail += size
+            worth.append(tail > max(self.cell_sizes))
+        return worth[::-1]
 
     def forward(self, x):
         if self.channels_last and x.dim() == 4:
@@ -224,12 +238,13 @@ class Supernet(nn.Module):
 
     def _forward(self, x):
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
+        for cell, worth in zip(self.cells, self.worth_recomputing):
             mix = self.relax.mixing(cell.cell_type, cell.index)
-            if self._recompute and frozen(cell, (s0, s1), (mix.weights, mix.edge_weights)):
+            worth = worth and self._recompute > 0
+            if worth and frozen(cell, (s0, s1), (mix.weights, mix.edge_weights)):
                 s0, s1 = s1, recomputed(cell, (s0, s1), mix)  # the whole cell: keeps its two inputs only
-            else:  # (its frozen edges, if any, recomputed one by one)
-                s0, s1 = s1, cell(s0, s1, mix, recompute=bool(self._recompute))
+            else:  # (with ``worth``, its frozen edges recomputed one by one)
+                s0, s1 = s1, cell(s0, s1, mix, recompute=worth)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
     def weight_parameters(self) -> list[nn.Parameter]:
