@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from helpers import FixedBatches, batch, tiny_method
 
 from diffnas import bench
-from diffnas.catalog import resolve
 from diffnas.bench import LIVE_MEMORY_ENV
+from diffnas.catalog import resolve
 from diffnas.cli import main
 from diffnas.methods import build_method
 from diffnas.spaces import space_from_config

@@ -790,8 +790,11 @@ def format_table(report: dict) -> str:
         f"{'saved MB':>9s} {'x darts':>8s} {'arch MB':>8s} {'weight MB':>9s}"
         + (f" {'x derived':>9s}" if DERIVED in report["results"] else ""),
         f"(memory: {mem}; step MB: peak minus the process before its first step"
-        + ("" if mem != "peak RSS" or not cfg.get("live_memory", True) else
-           ", in a second process returning freed memory at once")
+        + (
+            ""
+            if mem != "peak RSS" or not cfg.get("live_memory", True)
+            else ", in a second process returning freed memory at once"
+        )
         + "; cpu s: process CPU time;",
         " arch s / weight s / other s: median seconds per step in each phase (0 where a step has none);"
         " saved MB: tensors saved for backward per step, distinct storages, parameters excluded; arch MB /"
