@@ -203,7 +203,7 @@ def test_bench_command_writes_json(tmp_path, capsys):
     assert darts["median_s"] > 0 and darts["peak_mb"] > 0
     assert darts["time_vs_darts"] == 1.0 and darts["memory_vs_darts"] == 1.0
     # step memory from the memory pass (a second process returning freed memory at once); glibc's defaults beside it
-    assert darts["step_mb"] is not None and darts["rss_step_mb"] is not None and darts["step_memory_vs_darts"] == 1.0
+    assert darts["step_mb"] is not None and darts["rss_step_mb"] is not None
     assert darts["arch_s"] > 0 and darts["weight_s"] > 0 and darts["saved_mb"] > 0
     assert darts["arch_saved_mb"] > 0 and darts["weight_saved_mb"] > 0 and darts["saved_vs_darts"] == 1.0
     # an entry with its own overrides is measured under its label: one weight step, no architecture step
