@@ -9,13 +9,15 @@ B=64, 32x32 inputs with 3 channels, C=16, 10 classes, the DARTS space (with `non
 - `darts-cd[relax.sample=network,darts-cd.train_shared=false]`: the paper's cost reading,
   one relaxed edge per training step in the whole network, the shared parts trained only
   with the edge they feed;
+- the paper reading with `darts-cd.recompute=false`: activations kept instead of recomputed
+  (the time recomputation costs, the memory it saves);
 - `darts-cd[relax.sample=network]`: one edge per step, shared parts every step;
 - `max-alpha` and `derived` (the training step of the derived network with the same cells
   and width: the floor of a single-path step).
 
 Then the issue's checks, from the two runs' medians (CPU time of the one-thread process,
 the figure to trust on a shared machine; step MB = peak minus the process before its first
-step): at 8 cells the paper reading at most 0.15x darts's time and step memory, max-alpha
+step, from bench's memory pass): at 8 cells the paper reading at most 0.15x darts's time and step memory, max-alpha
 at most 1.5x derived; a 25-epoch 20-cell search of the paper reading at most 1/4 of a
 50-epoch 8-cell darts search, its step memory at most 1/3 of that darts's.
 
@@ -35,7 +37,8 @@ from __future__ import annotations
 from proxy import bench, bench_args, write
 
 PAPER_READING = "darts-cd[relax.sample=network,darts-cd.train_shared=false]"
-METHODS = ["darts", "darts-cd", PAPER_READING, "darts-cd[relax.sample=network]", "max-alpha", "derived"]
+KEPT = "darts-cd[relax.sample=network,darts-cd.train_shared=false,darts-cd.recompute=false]"
+METHODS = ["darts", "darts-cd", PAPER_READING, KEPT, "darts-cd[relax.sample=network]", "max-alpha", "derived"]
 SCALE = {"channels": 16, "batch_size": 64, "image_size": 32, "in_channels": 3}
 SETS = {"search": {"epochs": 25}}
 CELLS = (8, 20)

@@ -5,6 +5,10 @@
 
 import copy
 import json
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,6 +16,7 @@ import torch.nn.functional as F
 from helpers import FixedBatches, batch, tiny_method
 
 from diffnas import bench
+from diffnas.bench import LIVE_MEMORY_ENV
 from diffnas.catalog import resolve
 from diffnas.cli import main
 from diffnas.methods import build_method
@@ -197,6 +202,8 @@ def test_bench_command_writes_json(tmp_path, capsys):
     darts = report["results"]["darts"]
     assert darts["median_s"] > 0 and darts["peak_mb"] > 0
     assert darts["time_vs_darts"] == 1.0 and darts["memory_vs_darts"] == 1.0
+    # step memory from the memory pass (a second process returning freed memory at once); glibc's defaults beside it
+    assert darts["step_mb"] is not None and darts["rss_step_mb"] is not None
     assert darts["arch_s"] > 0 and darts["weight_s"] > 0 and darts["saved_mb"] > 0
     assert darts["arch_saved_mb"] > 0 and darts["weight_saved_mb"] > 0 and darts["saved_vs_darts"] == 1.0
     # an entry with its own overrides is measured under its label: one weight step, no architecture step
@@ -348,3 +355,18 @@ def test_the_derived_entry_times_the_training_step_of_the_network_every_method_s
     step.step((torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g)), None)
     assert all(p.grad is not None for p in step.weights)
     assert any(not torch.equal(a, p) for a, p in zip(before, step.weights))  # an SGD step was taken
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the memory pass's allocator setting is glibc's")
+def test_the_memory_pass_allocator_returns_freed_memory_at_once():
+    """The premise of ``step_mb`` on CPU: under LIVE_MEMORY_ENV a freed tensor's memory leaves the RSS at once,
+    so the peak RSS follows the memory in use (with glibc's defaults the heap may keep it)."""
+    code = (
+        "import torch, re\n"
+        "rss = lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024\n"
+        "xs = [torch.ones(2**20) for _ in range(64)]\n"  # 64 blocks of 4 MB, then all but the last freed
+        "high = rss(); del xs[:-1]; print(high - rss())"
+    )
+    env = {**os.environ, **LIVE_MEMORY_ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert float(out.stdout.split()[-1]) > 200  # 252 MB freed: (nearly) all of it left the process

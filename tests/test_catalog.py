@@ -77,6 +77,7 @@ GOLDEN = {
         "darts-cd.warmup_epochs": 10,
         "darts-cd.warmup_a_wd": 1e-3,
         "darts-cd.train_shared": True,
+        "darts-cd.recompute": True,
         "relax.edges": 1,
         "relax.sample": "cell",
         "relax.argmax_none": True,

@@ -455,3 +455,39 @@ def test_the_lean_step_equals_the_full_autograd_step_bit_for_bit(method, overrid
         for k in sa:
             for key, v in sa[k].items():
                 assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[k][key])), (opt, k, key)
+
+
+@pytest.mark.parametrize("phase", ["arch", "weight"])
+def test_recomputed_cells_and_edges_give_the_same_step_and_run_again_in_backward(phase):
+    """With the relaxed edge in cell 0, cell 1 (frozen, large) is recomputed in backward and cell 0's single-path
+    conv edges one by one; the gradients, the updated weights and the BN statistics are the same bit for bit."""
+    runs = []
+    for recompute in (True, False):
+        opts = {"darts-cd": {"warmup_epochs": 0, "train_shared": False, "recompute": recompute}}
+        m = tiny_method("darts-cd", search={"layers": 5}, relax={"sample": "network"}, **opts)
+        m.epoch_start(0, 10)
+        m.relax.step_start()
+        m.relax._relaxed = {i: ([3] if i == 0 else []) for i in range(5)}
+        calls = {"cell1": 0, "edges0": 0}
+
+        def counted(module, key, calls=calls):
+            run = module.forward
+            module.forward = lambda *a, **k: calls.__setitem__(key, calls[key] + 1) or run(*a, **k)
+
+        counted(m.net.cells[1], "cell1")
+        for e, edge in enumerate(m.net.cells[0].edges):
+            if e != 3:
+                counted(edge, "edges0")
+        if phase == "weight":
+            m.weight_step(batch())
+        else:
+            m.arch_step(batch(seed=1), batch())
+        runs.append((m, calls))
+    (on, calls_on), (off, calls_off) = runs
+    assert on.net.worth_recomputing[:2] == [True, True] and not on.net.worth_recomputing[-1]
+    assert calls_off["cell1"] == 1 and calls_on["cell1"] == 2  # run again in backward
+    assert calls_on["edges0"] > calls_off["edges0"]  # some single-path edges of cell 0 too
+    for (name, a), (_, b) in zip(on.net.state_dict().items(), off.net.state_dict().items()):
+        assert torch.equal(a, b), name
+    for a, b in zip([*on.weights, *on.arch], [*off.weights, *off.arch]):
+        assert (a.grad is None) == (b.grad is None) and (a.grad is None or torch.equal(a.grad, b.grad))

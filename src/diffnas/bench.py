@@ -8,6 +8,16 @@ interpreter and PyTorch, ~200 MB, as it does for the reference script). ``rounds
 alternates the methods round by round and reports the median over rounds, so that load
 from other processes hits every method alike. Figures are ratios within one run.
 
+Step memory on CPU (``step_mb``: peak minus the process before its first step) comes from
+a second fresh process that runs the same steps untimed under ``LIVE_MEMORY_ENV``: glibc
+then gives every allocation of 64 KiB or more its own mapping and returns it when freed,
+so the peak RSS follows the memory the step holds (the CPU analogue of CUDA's max
+allocated). With glibc's defaults a freed tensor's memory mostly stays in the heap (the
+mmap threshold grows to the largest freed block), so RSS keeps the high-water mark of
+whatever fragments the heap: that figure is kept as ``rss_step_mb``. The mappings cost
+page faults (steps several times slower), hence a separate process: times come from the
+first, with the defaults.
+
 During the timed steps a ``Probe`` is the method's ``probe``: the step frame
 (``SearchMethod.phase``) enters ``probe.phase("arch")`` / ``probe.phase("weight")`` around
 the two updates, and the probe times each phase and counts the tensors autograd saves for
@@ -40,6 +50,8 @@ REFERENCES = {
 }
 REFERENCE = REFERENCES["darts"]["label"]
 DERIVED = "derived"  # the training step of the derived network at the search's width and cells (DerivedStep)
+# the memory pass's allocator: every block of 64 KiB or more is its own mapping, unmapped when freed (glibc)
+LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def reference_of(space: str | None) -> dict:
@@ -310,6 +322,7 @@ def measure(
     sets: dict | None = None,
     epoch: int | None = None,
     saved_steps: int = 2,
+    memory_only: bool = False,
 ) -> dict:
     """Build ``method`` at this scale and time ``steps`` search steps after ``warmup`` ones (this process).
 
@@ -379,6 +392,10 @@ def measure(
     m.epoch_start(epoch, warmup + steps + saved_steps + 1)
     setup_mb = peak_memory_mb(dev)  # interpreter, PyTorch, model, optimizers: before the first step
     reset_peak_memory()
+    if memory_only:
+        for _ in range(warmup + steps):
+            m.step(train, Val())
+        return {"setup_mb": setup_mb, "peak_mb": peak_memory_mb(dev)}
     times, cpu_times = [], []
     for i in range(warmup + steps):
         timed = i >= warmup
@@ -495,8 +512,21 @@ def split_entry(entry: str) -> tuple[str, dict]:
 
 
 def _worker(spec: dict) -> dict:
-    """Run one measurement in a fresh interpreter; its last stdout line is the JSON result."""
-    env = dict(os.environ)
+    """Run one measurement in a fresh interpreter, then (CPU, ``live_memory``) its memory pass in another."""
+    res = _run_worker(spec)
+    if _memory_pass(spec):
+        live = _run_worker({**spec, "memory_only": True}, LIVE_MEMORY_ENV)
+        res.update(live_setup_mb=live["setup_mb"], live_peak_mb=live["peak_mb"])
+    return res
+
+
+def _memory_pass(spec: dict) -> bool:
+    return bool(spec.get("live_memory", True)) and spec.get("device", "cpu") == "cpu"
+
+
+def _run_worker(spec: dict, extra_env: dict | None = None) -> dict:
+    """One ``measure`` in a fresh interpreter; its last stdout line is the JSON result."""
+    env = {**os.environ, **(extra_env or {})}
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else src
     proc = subprocess.run(
@@ -525,14 +555,23 @@ def _reference(path: str, spec: dict) -> dict:
     ]
     ref = reference_of(spec["space"])
     args += [ref["wd"], int(ref["nesterov"])]
-    proc = subprocess.run(
-        [sys.executable, "-c", _REFERENCE_HARNESS, path, str(spec["warmup"]), *map(str, args)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError((proc.stderr or "reference failed").strip().splitlines()[-1])
-    return {"method": ref["label"], **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+    def run(extra_env=None):
+        proc = subprocess.run(
+            [sys.executable, "-c", _REFERENCE_HARNESS, path, str(spec["warmup"]), *map(str, args)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(extra_env or {})},
+        )
+        if proc.returncode != 0:
+            raise RuntimeError((proc.stderr or "reference failed").strip().splitlines()[-1])
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    res = {"method": ref["label"], **run()}
+    if _memory_pass(spec):  # the same steps under the memory pass's allocator, as every entry
+        live = run(LIVE_MEMORY_ENV)
+        res.update(live_setup_mb=live["setup_mb"], live_peak_mb=live["peak_mb"])
+    return res
 
 
 _REFERENCE_HARNESS = """
@@ -610,6 +649,7 @@ def run_bench(
         "sets": {},
         "epoch": None,
         "saved_steps": 2,
+        "live_memory": True,  # CPU: step memory from a second process under LIVE_MEMORY_ENV
         **spec,
     }
     labels = list(dict.fromkeys(["darts", *methods]))  # darts is the yardstick: always measured
@@ -657,6 +697,7 @@ def run_bench(
                 f"round {r + 1}/{rounds} {n:12s} step {res['median_s']:.3f} s (cpu {res['cpu_median_s']:.3f} s)"
                 + (f" [{split}]" if split else "")
                 + f"  peak {res['peak_mb']:.0f} MB{saved}"
+                + (f"  step {res['live_peak_mb'] - res['live_setup_mb']:.0f} MB" if "live_peak_mb" in res else "")
             )
     results = {}
     for n, rs in runs.items():
@@ -667,8 +708,10 @@ def run_bench(
             "cpu_median_s": statistics.median(x["cpu_median_s"] for x in rs),
             "rounds_cpu_median_s": [x["cpu_median_s"] for x in rs],
             "peak_mb": statistics.median(x["peak_mb"] for x in rs),
-            # memory the step itself adds: peak minus the process before its first step
-            "step_mb": statistics.median(x["peak_mb"] - x["setup_mb"] for x in rs) if "setup_mb" in rs[0] else None,
+            # memory the step itself adds: peak minus the process before its first step (the memory pass's, on CPU)
+            "step_mb": _step_mb(rs, "live_") if "live_peak_mb" in rs[0] else _step_mb(rs),
+            # the same from the timed process (CPU: glibc's defaults, freed memory the heap keeps included)
+            "rss_step_mb": _step_mb(rs),
             "rounds_median_s": [x["median_s"] for x in rs],
             "rounds_peak_mb": [x["peak_mb"] for x in rs],
             **{k: rs[0][k] for k in KEPT if k in rs[0]},
@@ -702,6 +745,12 @@ def run_bench(
         "results": results,
         "skipped": skipped,
     }
+
+
+def _step_mb(rs: list[dict], prefix: str = ""):
+    if f"{prefix}setup_mb" not in rs[0]:
+        return None
+    return statistics.median(x[f"{prefix}peak_mb"] - x[f"{prefix}setup_mb"] for x in rs)
 
 
 def _phase_results(rs: list[dict]) -> dict:
@@ -764,7 +813,13 @@ def format_table(report: dict) -> str:
         f"{'memory MB':>10s} {'x darts':>8s} {'step MB':>8s} {'x darts':>8s} "
         f"{'saved MB':>9s} {'x darts':>8s} {'arch MB':>8s} {'weight MB':>9s}"
         + (f" {'x derived':>9s}" if DERIVED in report["results"] else ""),
-        f"(memory: {mem}; step MB: peak minus the process before its first step; cpu s: process CPU time;",
+        f"(memory: {mem}; step MB: peak minus the process before its first step"
+        + (
+            ""
+            if mem != "peak RSS" or not cfg.get("live_memory", True)
+            else ", in a second process returning freed memory at once"
+        )
+        + "; cpu s: process CPU time;",
         " arch s / weight s / other s: median seconds per step in each phase (0 where a step has none);"
         " saved MB: tensors saved for backward per step, distinct storages, parameters excluded; arch MB /"
         " weight MB: of which in that phase"
@@ -794,6 +849,7 @@ def main(argv=None) -> int:
     """Worker entry point: ``python -m diffnas.bench '{json spec}'`` prints one JSON line."""
     spec = json.loads((argv or sys.argv[1:])[0])
     spec.pop("method_list", None)
+    spec.pop("live_memory", None)  # (the caller's choice to run a memory pass, not a measure option)
     print(json.dumps(measure(**spec)))
     return 0
 

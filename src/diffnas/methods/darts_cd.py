@@ -13,6 +13,10 @@ values and Adam moments are kept, as a lazy/sparse Adam does).
 Both methods pay only for what a phase updates (``lean``): within a phase only the
 updated tensors require grad, so autograd records nothing before the first of them
 and keeps nothing for weight gradients nobody asks for (``only_requiring_grad``).
+With ``darts-cd.recompute`` the cells and single-path edges after the relaxed one, which
+are recorded only to pass gradients back to it, keep their inputs instead of their
+activations and run again in backward (``Supernet.recomputing_frozen_cells``; max-alpha
+has no such part: every edge's weight carries a gradient).
 
 ``max-alpha``: every edge runs its max-alpha op; weights and alphas (through the
 straight-through one-hot) all learn each step.
@@ -64,10 +68,19 @@ class _SignWarmup(DARTS):
     }
 
     lean = True  # each phase records autograd only for what it updates (False: everything requires grad, as before)
+    recompute = False  # lean phases: frozen cells and edges keep only their inputs and run again in backward
 
+    @contextlib.contextmanager
     def recording(self, params):
-        """The context of a phase that updates ``params``: nothing else of the weights and alphas requires grad."""
-        return only_requiring_grad(params, [*self.weights, *self.arch]) if self.lean else contextlib.nullcontext()
+        """The context of a phase that updates ``params``: nothing else of the weights and alphas requires grad,
+        and a cell that only passes gradients on is recomputed in backward rather than kept."""
+        if not self.lean:
+            yield
+            return
+        with only_requiring_grad(params, [*self.weights, *self.arch]):
+            recomputing = getattr(self.net, "recomputing_frozen_cells", None)  # (a supernet of cells that has it)
+            with recomputing() if self.recompute and recomputing else contextlib.nullcontext():
+                yield
 
     def arch_step(self, val_batch, train_batch) -> dict:
         with self.recording(self.arch):
@@ -114,11 +127,17 @@ class DARTSCD(_SignWarmup):
     help = "DARTS-CD: one softmax-relaxed edge per cell and step, max-alpha ops elsewhere; warm-up sign flips"
     relaxation = "coordinate"
     requires = frozenset({"sign-flip", "edge-sampling"})
-    # stem, preprocessing and classifier: a weight update every step (true) or only with the relaxed edges they feed
-    options = {"train_shared": True}
+    options = {
+        # stem, preprocessing and classifier: a weight update every step (true) or only with the relaxed edges they feed
+        "train_shared": True,
+        # a cell or edge that only passes gradients on keeps its inputs, not its activations, and runs again in
+        # backward (where that lowers the step's peak: the early, large cells): less memory, more time
+        "recompute": True,
+    }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.recompute = bool(self.opts.recompute)
         self.edge_params = self.net.edge_parameters()
         self.shared = self.net.shared_parameters()
         on_edges = {id(p) for ps in self.edge_params.values() for p in ps}

@@ -119,17 +119,21 @@ class CoordinateRelaxation(Relaxation):
         alpha = self.alphas[cell_type]
         top = self.max_alpha_ops(cell_type)
         weights = self.single_path_weights(cell_type, top)
+        # the single-path rows are constants unless they carry a gradient themselves (max-alpha's straight-through)
+        constant = None if weights.requires_grad else [True] * alpha.shape[0]
         relaxed = self.relaxed_edges(cell_type, cell_index) if self.training else []
         if relaxed:
             rows = torch.zeros(alpha.shape[0], dtype=torch.bool, device=alpha.device)
             rows[relaxed] = True
             weights = torch.where(rows[:, None], self.activation(alpha), weights)
+            if constant is not None:
+                constant = [e not in relaxed for e in range(alpha.shape[0])]
         names = self.space.ops[cell_type]
         active = [
             self._computed_ops[cell_type][e] if e in relaxed else ([] if names[o] == "none" else [o])
             for e, o in enumerate(top.tolist())
         ]
-        return Mixing(weights, active)
+        return Mixing(weights, active, constant=constant)
 
     # -- hooks -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -47,6 +47,9 @@ class Mixing:
     weights: torch.Tensor  # [E, O]: output of edge e = sum over active o of weights[e, o] * op_o(x)
     active: list  # per edge, the op indices to compute
     edge_weights: torch.Tensor | None = None  # [E]: scales each edge's output in its node's sum
+    # per edge: True where its row of weights is a constant (no gradient reaches the architecture through it,
+    # e.g. DARTS-CD's single-path edges), so a supernet may leave it out of autograd; None: no such edge
+    constant: list | None = None
 
 
 class Architecture:

@@ -12,12 +12,13 @@ import contextlib
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
 from ..base import Mixing
 from .fastops import shared_inputs
 from .network import CellSpec, build_stem, cell_plan, make_preprocess, stem_states
-from .ops import OPS
+from .ops import OPS, PoolBN
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -53,6 +54,12 @@ class MixedEdge(nn.Module):
             x_bypass = F.max_pool2d(x_bypass, 2, 2, ceil_mode=True)
         return channel_shuffle(torch.cat([self._mix(x_ops, weights, active), x_bypass], dim=1), self.k)
 
+    def recomputable(self, active) -> bool:
+        """Whether ``active`` keeps anything for backward that a rerun can give back the same, bit for bit: not an
+        identity or `none` (nothing kept), not a pool (its result is shared with the other edges reading its
+        input, ``PoolBN``; computed apart, its gradient would be summed in another order)."""
+        return bool(active) and not any(isinstance(self.ops[o], (nn.Identity, PoolBN)) for o in active)
+
     def _mix(self, x, weights, active):
         if not active:  # nothing selected on this edge: contributes zero
             h, w = -(-x.shape[2] // self.stride), -(-x.shape[3] // self.stride)
@@ -81,17 +88,24 @@ class SearchCell(nn.Module):
             nn.ModuleList(nn.BatchNorm2d(spec.c, affine=False) for _ in range(space.nodes)) if relax.node_norm else None
         )
 
-    def forward(self, s0, s1, mix: Mixing):
+    def forward(self, s0, s1, mix: Mixing, recompute: bool = False):
+        """``recompute``: a frozen edge (``frozen``) keeps only its input for backward and runs again there."""
         with shared_inputs():  # pool+BN computed once per state, shared by the edges reading it
-            return self._forward(s0, s1, mix)
+            return self._forward(s0, s1, mix, recompute)
 
-    def _forward(self, s0, s1, mix: Mixing):
+    def _forward(self, s0, s1, mix: Mixing, recompute: bool = False):
         states = [self.pre0(s0), self.pre1(s1)]
         e = 0
         for node in range(self.nodes):
             total = 0
             for _ in range(2 + node):
-                h = self.edges[e](states[self.inputs[e]], mix.weights[e], mix.active[e])
+                x, w = states[self.inputs[e]], mix.weights[e]
+                if mix.constant is not None and mix.constant[e]:
+                    w = w.detach()  # (its gradient would be dropped anyway: no alpha behind it)
+                if recompute and self.edges[e].recomputable(mix.active[e]) and frozen(self.edges[e], (x,), (w,)):
+                    h = recomputed(self.edges[e], (x,), w, mix.active[e])
+                else:
+                    h = self.edges[e](x, w, mix.active[e])
                 if mix.edge_weights is not None:
                     h = mix.edge_weights[e] * h
                 total = total + h
@@ -100,6 +114,37 @@ class SearchCell(nn.Module):
                 total = self.node_norms[node](total)
             states.append(total)
         return torch.cat(states[2:], dim=1)
+
+
+def frozen(module: nn.Module, inputs: tuple, constants: tuple = ()) -> bool:
+    """Recorded only to pass gradients on: an input requires grad; no parameter, no other tensor it uses does."""
+    if not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs)):
+        return False
+    if any(c is not None and c.requires_grad for c in constants):
+        return False
+    return not any(p.requires_grad for p in module.parameters())
+
+
+def recomputed(module: nn.Module, inputs: tuple, *rest) -> torch.Tensor:
+    """``module(*inputs, *rest)`` that saves only ``inputs`` for backward and runs again there (a checkpoint);
+    the rerun leaves the module's buffers (BN running statistics) as the first run left them."""
+    runs = []
+
+    def run(*xs):
+        if not runs:
+            runs.append(True)
+            with shared_inputs():  # its own cache: both runs compute the same ops, whatever other edges did
+                return module(*xs, *rest)
+        kept = [t.clone() for t in module.buffers()]
+        try:  # (the rerun may be stopped early, once it has recomputed what the backward needs)
+            with shared_inputs():
+                return module(*xs, *rest)
+        finally:
+            with torch.no_grad():
+                for t, k in zip(module.buffers(), kept):
+                    t.copy_(k)
+
+    return checkpoint(run, *inputs, use_reentrant=False, preserve_rng_state=False)
 
 
 class Supernet(nn.Module):
@@ -129,10 +174,14 @@ class Supernet(nn.Module):
         self.relax = relax
         self.precision = precision
         self._autocast_off = 0
+        self._recompute = 0
         nodes = relax.space.nodes
         self.plan = cell_plan(layers, channels, stem_multiplier, lambda s: nodes, reduced_stem=stem == "imagenet")
         self.stem = build_stem(stem, in_channels, stem_multiplier * channels)  # imagenet: PC-DARTS's 224 -> 28
         self.cells = nn.ModuleList(SearchCell(s, relax) for s in self.plan)
+        # each cell's activations, relative: its channels times its output's area (a quarter per reduction)
+        self.cell_sizes = [s.c / 4 ** sum(r.reduction for r in self.plan[: i + 1]) for i, s in enumerate(self.plan)]
+        self.worth_recomputing = self._worth_recomputing()
         self.classifier = nn.Linear(self.plan[-1].c * nodes, num_classes)
         relax.cells_built(self.cell_keys())
 
@@ -152,6 +201,33 @@ class Supernet(nn.Module):
         finally:
             self._autocast_off -= 1
 
+    @contextlib.contextmanager
+    def recomputing_frozen_cells(self):
+        """Within: a frozen cell or edge (``frozen``) keeps only its inputs for backward and runs again there.
+
+        Such a cell is recorded only to pass gradients to what precedes it; keeping its
+        activations would cost as much as a trained cell's. Recomputed one cell at a time in
+        backward, the step holds the cells' inputs plus one cell's activations, for one more
+        forward of those cells (not of the last ones, when keeping them costs no peak:
+        ``_worth_recomputing``). Outputs, gradients and BN running statistics stay the same
+        bit for bit (the recomputation restores the statistics it updates).
+        """
+        self._recompute += 1
+        try:
+            yield
+        finally:
+            self._recompute -= 1
+
+    def _worth_recomputing(self) -> list[bool]:
+        """Per cell: recompute what is frozen in it? Not in the last cells whose activations add up to at most
+        the largest cell's: backward frees them before it recomputes any earlier cell, and a step that records
+        the largest cell keeps that much anyway, so keeping them costs no peak and saves the time."""
+        worth, tail = [], 0.0
+        for size in reversed(self.cell_sizes):
+            tail += size
+            worth.append(tail > max(self.cell_sizes))
+        return worth[::-1]
+
     def forward(self, x):
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # faster convs on CPU and GPU
@@ -163,8 +239,13 @@ class Supernet(nn.Module):
 
     def _forward(self, x):
         s0, s1 = stem_states(self.stem, x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, self.relax.mixing(cell.cell_type, cell.index))
+        for cell, worth in zip(self.cells, self.worth_recomputing):
+            mix = self.relax.mixing(cell.cell_type, cell.index)
+            worth = worth and self._recompute > 0
+            if worth and frozen(cell, (s0, s1), (mix.weights, mix.edge_weights)):
+                s0, s1 = s1, recomputed(cell, (s0, s1), mix)  # the whole cell: keeps its two inputs only
+            else:  # (with ``worth``, its frozen edges recomputed one by one)
+                s0, s1 = s1, cell(s0, s1, mix, recompute=worth)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
     def weight_parameters(self) -> list[nn.Parameter]:
