@@ -11,32 +11,10 @@ from diffnas.catalog import resolve
 from diffnas.errors import ConfigError
 from diffnas.schedules.lr import lr_factor
 from diffnas.spaces import Genotype
+from diffnas.spaces.darts.genotype import DARTS_V2 as DARTS_V2_CELLS
 from diffnas.spaces.darts.network import DerivedNetwork
 
-DARTS_V2 = {
-    "space": "darts",
-    "nodes": 4,
-    "normal": [
-        ["sep_conv_3x3", 0],
-        ["sep_conv_3x3", 1],
-        ["sep_conv_3x3", 0],
-        ["sep_conv_3x3", 1],
-        ["sep_conv_3x3", 1],
-        ["skip_connect", 0],
-        ["skip_connect", 0],
-        ["dil_conv_3x3", 2],
-    ],
-    "reduce": [
-        ["max_pool_3x3", 0],
-        ["max_pool_3x3", 1],
-        ["skip_connect", 2],
-        ["max_pool_3x3", 1],
-        ["max_pool_3x3", 0],
-        ["skip_connect", 2],
-        ["skip_connect", 2],
-        ["max_pool_3x3", 1],
-    ],
-}
+DARTS_V2 = DARTS_V2_CELLS.to_dict()  # the published CIFAR-10 cells
 
 
 def test_darts_v2_imagenet_network_has_the_reference_size():

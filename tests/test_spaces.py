@@ -9,6 +9,7 @@ from diffnas.errors import GenotypeError
 from diffnas.relax import SoftmaxRelaxation
 from diffnas.spaces import DerivedNetwork, Genotype, derive_genotype, discrete_mask, get_space
 from diffnas.spaces.darts import network
+from diffnas.spaces.darts.genotype import DARTS_V2
 from diffnas.spaces.darts.network import AuxiliaryHead, CellSpec, DerivedCell, cell_plan
 from diffnas.spaces.darts.supernet import Supernet
 
@@ -110,30 +111,7 @@ def test_golden_parameter_counts():
     sup = Supernet(SoftmaxRelaxation(get_space("darts")), channels=16, layers=8, num_classes=10, in_channels=3)
     # DARTS search network at C=16, L=8: 1.93 M weights + 2 * 14 * 8 alphas (quark0/darts model_search)
     assert count(sup) - 2 * 14 * 8 == 1_930_618
-    darts_v2 = {
-        "space": "darts",
-        "nodes": 4,
-        "normal": [
-            ["sep_conv_3x3", 0],
-            ["sep_conv_3x3", 1],
-            ["sep_conv_3x3", 0],
-            ["sep_conv_3x3", 1],
-            ["sep_conv_3x3", 1],
-            ["skip_connect", 0],
-            ["skip_connect", 0],
-            ["dil_conv_3x3", 2],
-        ],
-        "reduce": [
-            ["max_pool_3x3", 0],
-            ["max_pool_3x3", 1],
-            ["skip_connect", 2],
-            ["max_pool_3x3", 1],
-            ["max_pool_3x3", 0],
-            ["skip_connect", 2],
-            ["skip_connect", 2],
-            ["max_pool_3x3", 1],
-        ],
-    }
+    darts_v2 = DARTS_V2.to_dict()
     net = DerivedNetwork(Genotype.from_dict(darts_v2), 36, 20, 10, 3, auxiliary=True)
     params = sum(p.numel() for n, p in net.named_parameters() if not n.startswith("aux_head"))
     assert params == 3_349_342  # DARTS V2 on CIFAR-10: 3.3 M (paper), 3349342 in the reference code

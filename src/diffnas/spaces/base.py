@@ -129,6 +129,21 @@ def read_json(path) -> tuple[dict, str]:
     return d, str(path)
 
 
+
+class RelaxedNetwork:
+    """What every supernet answers the step frame (a mixin beside ``nn.Module``): its weights, apart from the
+    relaxation's, and the architecture parameters (the relaxation's)."""
+
+    relax: nn.Module
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.relax.parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return self.relax.arch_parameters()
+
+
 class SearchSpace:
     """Base of every space plug-in; a subclass with a ``name`` in a module of ``diffnas.spaces`` is registered.
 

@@ -199,3 +199,33 @@ def genotype_masks(space: DartsCellSpace, genotype: Genotype) -> dict:
                 m[space.node_edges(node).start + j, space.ops[t].index(op)] = 1.0
         masks[t] = m
     return masks
+
+
+# DARTS's published CIFAR-10 cell (DARTS-V2, second order; quark0/darts genotypes.py): the golden genotype
+DARTS_V2 = Genotype(
+    space="darts",
+    nodes=4,
+    cells={
+        "normal": [
+            ("sep_conv_3x3", 0),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 0),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 1),
+            ("skip_connect", 0),
+            ("skip_connect", 0),
+            ("dil_conv_3x3", 2),
+        ],
+        "reduce": [
+            ("max_pool_3x3", 0),
+            ("max_pool_3x3", 1),
+            ("skip_connect", 2),
+            ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0),
+            ("skip_connect", 2),
+            ("skip_connect", 2),
+            ("max_pool_3x3", 1),
+        ],
+    },
+    concat={"normal": [2, 3, 4, 5], "reduce": [2, 3, 4, 5]},
+)

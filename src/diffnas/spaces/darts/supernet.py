@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
-from ..base import Mixing
+from ..base import Mixing, RelaxedNetwork
 from .fastops import shared_inputs
 from .network import CellSpec, build_stem, cell_plan, make_preprocess, stem_states
 from .ops import OPS, PoolBN
@@ -147,7 +147,7 @@ def recomputed(module: nn.Module, inputs: tuple, *rest) -> torch.Tensor:
     return checkpoint(run, *inputs, use_reentrant=False, preserve_rng_state=False)
 
 
-class Supernet(nn.Module):
+class Supernet(RelaxedNetwork, nn.Module):
     """Stem, cells (reductions at 1/3 and 2/3), global pooling and a linear classifier.
 
     ``precision``: ``auto`` (bf16 autocast on CUDA, float32 elsewhere), ``fp32`` or ``bf16``
@@ -247,13 +247,6 @@ class Supernet(nn.Module):
             else:  # (with ``worth``, its frozen edges recomputed one by one)
                 s0, s1 = s1, cell(s0, s1, mix, recompute=worth)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.relax.parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return self.relax.arch_parameters()
 
     def cell_keys(self) -> list[tuple[str, int]]:
         """(cell type, cell index) of every cell: the keys a relaxation's ``mixing`` is asked with."""

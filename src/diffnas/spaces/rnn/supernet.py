@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import torch.nn as nn
-
+from ..base import RelaxedNetwork
 from .model import LanguageModel, SearchCell
 from .space import CELL_TYPE, DROPOUTS
 
 
-class Supernet(LanguageModel):
+class Supernet(RelaxedNetwork, LanguageModel):
     def __init__(self, relax, s, vocab: int):
         space = relax.space
         cell = SearchCell(relax, s.channels, space.nodes, s.dropouth, s.dropoutx)
         super().__init__(cell, vocab, s.channels, {k: s[k] for k in DROPOUTS}, ar=s.ar, tar=s.tar)
         self.relax = relax
         relax.cells_built(self.cell_keys())
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.relax.parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return self.relax.arch_parameters()
 
     def cell_keys(self) -> list[tuple[str, int]]:
         return [(CELL_TYPE, 0)]

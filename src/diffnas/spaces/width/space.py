@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import ConfigError, GenotypeError
-from ..base import SearchSpace
+from ..base import RelaxedNetwork, SearchSpace
 from .architecture import WidthArchitecture
 from .networks import SCORE_AT, MobileNetV2, PreResNet
 
@@ -83,18 +83,12 @@ def prune(scores: dict, rule: str, ratio: float, threshold: float) -> dict:
     return kept
 
 
-class WidthSupernet(nn.Module):
+class WidthSupernet(RelaxedNetwork, nn.Module):
     """The full backbone with every prunable channel times its score (the relaxation's parameters)."""
 
     def __init__(self, relax, body: nn.Module):
         super().__init__()
         self.relax, self.body = relax, body
-
-    def weight_parameters(self) -> list:
-        return list(self.body.parameters())
-
-    def arch_parameters(self) -> list:
-        return self.relax.arch_parameters()
 
     def scores(self) -> dict:
         return {k: self.relax.weights(k) for k in self.relax.cell_types}
