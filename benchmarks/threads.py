@@ -1,9 +1,8 @@
 """Search steps of the quick preset on a quiet machine and beside one busy process, per thread policy.
 
-Each policy runs in a fresh process (the OpenMP wait policy is read when the runtime loads); policies
-and loads alternate over rounds; medians of the per-run mean step time. "after" is what a run does:
-passive waiting, and as many threads as cores are free when it starts. The busy process is one
-Python loop (`while True: pass`) holding one core, as another user's job would.
+Each policy runs in a fresh process; policies and loads alternate over rounds; medians of the per-run
+mean step time. "diffnas" is what a run does: as many threads as cores are free when it starts. The
+busy process is one Python loop (`while True: pass`) holding one core, as another user's job would.
 
     python benchmarks/threads.py --steps 12 --rounds 3 --out benchmarks/results/threads.json
 """
@@ -20,8 +19,6 @@ import time
 
 CHILD = r"""
 import os, sys, tempfile, time
-import diffnas.runtime.threads as threads
-threads.apply_policy()
 from diffnas.runtime.system import choose_threads
 choose_threads()  # as a run does when it starts
 from diffnas.catalog import resolve
@@ -42,10 +39,10 @@ print(sum(times[warmup:]) / steps, torch.get_num_threads())
 """
 
 POLICIES = {
-    # what torch does when nothing is set: 2 OpenMP threads, libgomp's default spin-then-sleep
-    "before (torch default)": {"DIFFNAS_THREADS": "off"},
-    "passive wait only": {"OMP_NUM_THREADS": "2"},
-    "after (diffnas policy)": {},
+    # what torch does when nothing is set: one OpenMP thread per core, libgomp's default spin-then-sleep
+    "torch default": {"DIFFNAS_THREADS": "off"},
+    "1 thread": {"OMP_NUM_THREADS": "1"},
+    "diffnas (cores free at the start)": {},
 }
 
 

@@ -28,7 +28,6 @@ from diffnas.data import download as download_mod
 from diffnas.data import load_dataset
 from diffnas.engine import loop
 from diffnas.errors import ConfigError, DataError, DiffnasError
-from diffnas.runtime import threads
 from diffnas.runtime.rundir import RunDir
 from diffnas.spaces import Genotype, load_architecture
 from diffnas.spaces.darts.drawing import cell_graph
@@ -228,20 +227,6 @@ def test_log_txt_is_appended_by_a_resumed_writer(tmp_path, capsys):
     assert (tmp_path / "log.txt").read_text() == "first\nwarning: second\n"
     captured = capsys.readouterr()
     assert captured.out == "first\n" and captured.err == "diffnas: warning: second\n"
-
-
-def test_thread_policy_sets_passive_wait_unless_the_user_chose(monkeypatch):
-    for key in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "DIFFNAS_THREADS"):
-        monkeypatch.delenv(key, raising=False)
-    threads.apply_policy()
-    assert threads.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    threads.apply_policy()
-    assert threads.os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
-    monkeypatch.delenv("OMP_WAIT_POLICY")
-    monkeypatch.setenv("DIFFNAS_THREADS", "off")
-    threads.apply_policy()
-    assert "OMP_WAIT_POLICY" not in threads.os.environ
 
 
 # -- --download against a local server ----------------------------------------------------------

@@ -1,5 +1,5 @@
 """The machine a run is on and what it used: the CPU model, peak memory (CUDA max allocated or peak RSS), and
-how many CPU threads a run takes (see ``runtime/threads.py`` for the wait policy set before torch loads)."""
+how many CPU threads a run takes."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def choose_threads(before: int | None = None) -> int:
     """The intra-op threads of a CPU run: the cores free when it starts (at least 1, at most torch's
     default), or ``before``, the count a resumed run started with (another count rounds sums in another
     order: a resumed run stays the same run). A thread without a core of its own stalls every parallel
-    region it is part of: on 2 busy cores, 2 threads ran 2.7x slower than 1 even with passive waits (see
-    README, Threads). ``OMP_NUM_THREADS`` (or ``DIFFNAS_THREADS=off``) keeps the user's or torch's count."""
+    region it is part of: beside one busy process on 2 cores, 2 threads ran 3.6x slower than 1 (README,
+    Threads). ``OMP_NUM_THREADS`` (or ``DIFFNAS_THREADS=off``) keeps the user's or torch's count."""
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("DIFFNAS_THREADS", "").lower() == "off":
         return torch.get_num_threads()
     if before is None:
