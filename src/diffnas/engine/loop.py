@@ -204,7 +204,8 @@ def run_epochs(
         for name in logs:
             run.truncate_log(name, "epoch", start)
     records = []
-    threads = f", {torch.get_num_threads()} threads" if job.device.type == "cpu" else ""
+    n = torch.get_num_threads()
+    threads = f", {n} thread{'s' if n != 1 else ''}" if job.device.type == "cpu" else ""
     run.say(job.size_line() + threads)
     pace = Pace(run, kind, (job.epochs - start) * job.steps_per_epoch)
     for epoch in range(start, job.epochs):
