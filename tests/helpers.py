@@ -6,7 +6,7 @@ import torch
 
 from diffnas.catalog import resolve
 from diffnas.methods import build_method
-from diffnas.spaces import get_space
+from diffnas.spaces import space_from_config
 
 
 def tiny_config(method="darts", **overrides):
@@ -18,7 +18,7 @@ def tiny_config(method="darts", **overrides):
 def tiny_method(method="darts", space="darts", in_channels=1, num_classes=3, seed=0, **overrides):
     torch.manual_seed(seed)
     cfg = tiny_config(method, space=space, **overrides)
-    return build_method(cfg, get_space(space, cfg.search.nodes), in_channels, num_classes, "cpu")
+    return build_method(cfg, space_from_config(cfg), in_channels, num_classes, "cpu")
 
 
 def batch(n=8, channels=1, size=8, classes=3, seed=0, dtype=torch.float32):

@@ -103,7 +103,7 @@ def test_doctored_checkpoint_is_refused_without_running_it(half_run, tmp_path, c
 
 @pytest.mark.parametrize(
     "method,extra",
-    [(m, {}) for m in METHODS]
+    [(m, {"space": "resnet20-width"} if m == "slimming" else {}) for m in METHODS]  # (slimming: BN scales)
     + [("darts", {"reg": {"latency": 0.05, "admm": 0.1}}), ("darts", {"search": {"schedule": "fimt"}})],
 )
 def test_a_search_checkpoint_loads_weights_only(method, extra, tmp_path):

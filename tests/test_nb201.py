@@ -226,7 +226,7 @@ def test_source_node_function_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda x, a, w: cell(x, mix(a)), (x, alphas, w), eps=1e-6, atol=1e-5)
 
 
-SETUPS = [(m, {}) for m in METHODS if m not in ("random", "rsws")] + [
+SETUPS = [(m, {}) for m in METHODS if m not in ("random", "rsws", "slimming")] + [
     ("darts", {"search": {"relaxation": "crb", "channels": 4, "layers": 1}}),
     ("darts", {"reg": {"admm": 0.1}}),
     ("darts", {"reg": {"size": 0.1}}),
@@ -248,6 +248,11 @@ def test_every_method_steps_on_nb201(method, extra):
     if m.arch_steps:  # (a schedule may not have called for one yet: DARTS-PRIME's FIMT)
         assert any(not torch.equal(a, b) for a, b in zip(before, m.arch)), f"{method}: the architecture never moved"
     assert isinstance(m.genotype(), Nb201Architecture)
+
+
+def test_slimming_refuses_in_one_line():
+    with pytest.raises(ConfigError, match="channel-scores"):
+        resolve("slimming", overrides={"space": "nb201"})
 
 
 def test_latency_refuses_in_one_line():

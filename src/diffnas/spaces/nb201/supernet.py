@@ -298,6 +298,7 @@ class Supernet(DartsSupernet):
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.relax, self.precision, self._autocast_off = relax, precision, 0
+        self._recompute = 0  # (the DARTS supernet's recomputation context is a no-op here: activations kept)
         self.stem = stem(in_channels, C)
         layers, cells = [], []
         c_prev = C
