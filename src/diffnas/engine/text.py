@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..data.text import TextBatch, TextStream, batchify, load_corpus, windows
 from ..errors import DataError, TrainingDiverged
+from ..methods.base import scaled_lr
 from ..runtime import distributed
 from ..runtime.rundir import CHECKPOINT, seed_everything
 from ..spaces import get_space_class
@@ -186,11 +187,8 @@ class TextTrainJob:
                     p.grad = g
             if t.grad_clip:
                 nn.utils.clip_grad_norm_(params, t.grad_clip)
-            for g in self.opt.param_groups:
-                g["lr"] = t.lr * batch.lr_scale
-            self.opt.step()
-            for g in self.opt.param_groups:
-                g["lr"] = t.lr
+            with scaled_lr(self.opt, batch.lr_scale):
+                self.opt.step()
             loss_sum += value * batch.y.numel()
             tokens += batch.y.numel()
             bar.set_postfix(loss=f"{value:.3f}")

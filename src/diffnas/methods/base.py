@@ -65,6 +65,23 @@ def only_requiring_grad(wanted, among):
             p.requires_grad_(True)
 
 
+@contextlib.contextmanager
+def scaled_lr(opt, scale: float):
+    """Within: ``opt``'s learning rates times ``scale`` (a text window's length / bptt, as the reference
+    scales a step); the schedule's values afterwards."""
+    if scale == 1.0:
+        yield
+        return
+    base = [g["lr"] for g in opt.param_groups]
+    for g, lr in zip(opt.param_groups, base):
+        g["lr"] = lr * scale
+    try:
+        yield
+    finally:
+        for g, lr in zip(opt.param_groups, base):
+            g["lr"] = lr
+
+
 class SearchMethod:
     name = ""
     help = ""
@@ -143,21 +160,8 @@ class SearchMethod:
         record.update(self.relax.record(), **self.schedule.record())
         return record
 
-    @contextlib.contextmanager
     def scaled_lr(self, scale: float):
-        """The weight learning rate times ``scale`` for one step (a text window's length / bptt, as the
-        reference scales it); the schedule's value afterwards."""
-        if scale == 1.0:
-            yield
-            return
-        base = [g["lr"] for g in self.w_opt.param_groups]
-        for g, lr in zip(self.w_opt.param_groups, base):
-            g["lr"] = lr * scale
-        try:
-            yield
-        finally:
-            for g, lr in zip(self.w_opt.param_groups, base):
-                g["lr"] = lr
+        return scaled_lr(self.w_opt, scale)
 
     def updates(self, batch, val_batches, arch_due: bool) -> dict:
         """DARTS's order: the architecture on a val batch (when due), then the weights on the train batch."""
