@@ -341,7 +341,7 @@ def measure(
     from .catalog import resolve
     from .config import DEFAULTS
     from .methods import build_method
-    from .runtime.system import peak_memory_mb, reset_peak_memory
+    from .runtime.system import file_pages_mb, peak_memory_mb, reset_peak_memory
     from .spaces import get_space_class, space_from_config
 
     torch.manual_seed(seed)
@@ -391,11 +391,12 @@ def measure(
     counter = Probe(dev, exclude=held)
     m.epoch_start(epoch, warmup + steps + saved_steps + 1)
     setup_mb = peak_memory_mb(dev)  # interpreter, PyTorch, model, optimizers: before the first step
+    setup_file_mb = file_pages_mb()
     reset_peak_memory()
     if memory_only:
         for _ in range(warmup + steps):
             m.step(train, Val())
-        return {"setup_mb": setup_mb, "peak_mb": peak_memory_mb(dev)}
+        return {"setup_mb": setup_mb, "peak_mb": peak_memory_mb(dev), "code_mb": file_pages_mb() - setup_file_mb}
     times, cpu_times = [], []
     for i in range(warmup + steps):
         timed = i >= warmup
@@ -516,7 +517,7 @@ def _worker(spec: dict) -> dict:
     res = _run_worker(spec)
     if _memory_pass(spec):
         live = _run_worker({**spec, "memory_only": True}, LIVE_MEMORY_ENV)
-        res.update(live_setup_mb=live["setup_mb"], live_peak_mb=live["peak_mb"])
+        res.update(live_setup_mb=live["setup_mb"], live_peak_mb=live["peak_mb"], live_code_mb=live["code_mb"])
     return res
 
 
@@ -570,7 +571,7 @@ def _reference(path: str, spec: dict) -> dict:
     res = {"method": ref["label"], **run()}
     if _memory_pass(spec):  # the same steps under the memory pass's allocator, as every entry
         live = run(LIVE_MEMORY_ENV)
-        res.update(live_setup_mb=live["setup_mb"], live_peak_mb=live["peak_mb"])
+        res.update(live_setup_mb=live["setup_mb"], live_peak_mb=live["peak_mb"], live_code_mb=live["code_mb"])
     return res
 
 
@@ -583,6 +584,11 @@ warmup = int(sys.argv[2])
 B, H, C, L, n, in_ch = (int(a) for a in sys.argv[3:9])
 wd, nesterov = float(sys.argv[9]), bool(int(sys.argv[10]))
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def file_pages_mb():  # (as diffnas.runtime.system's)
+    try:
+        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("RssFile:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return 0.0
 # from here on: the reference's main(), timing both clocks
 torch.manual_seed(0)
 net = ref.Network(C, L, in_ch)
@@ -592,7 +598,7 @@ w_opt = torch.optim.SGD(weights, 0.025, momentum=0.9, weight_decay=wd, nesterov=
 a_opt = torch.optim.Adam(arch, 3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
 x, y = torch.randn(B, in_ch, H, H), torch.randint(0, 10, (B,))
 xv, yv = torch.randn(B, in_ch, H, H), torch.randint(0, 10, (B,))
-setup = rss()
+setup, setup_file = rss(), file_pages_mb()
 times, cpu, arch, weight = [], [], [], []
 for i in range(n + warmup):
     t, c = time.perf_counter(), time.process_time()
@@ -612,7 +618,7 @@ for i in range(n + warmup):
         weight.append(t2 - t1)
 print(json.dumps({"median_s": statistics.median(times), "cpu_median_s": statistics.median(cpu), "times_s": times,
                   "arch_s": statistics.median(arch), "weight_s": statistics.median(weight),
-                  "peak_mb": rss(), "setup_mb": setup}))
+                  "peak_mb": rss(), "setup_mb": setup, "code_mb": file_pages_mb() - setup_file}))
 """
 
 
@@ -697,7 +703,7 @@ def run_bench(
                 f"round {r + 1}/{rounds} {n:12s} step {res['median_s']:.3f} s (cpu {res['cpu_median_s']:.3f} s)"
                 + (f" [{split}]" if split else "")
                 + f"  peak {res['peak_mb']:.0f} MB{saved}"
-                + (f"  step {res['live_peak_mb'] - res['live_setup_mb']:.0f} MB" if "live_peak_mb" in res else "")
+                + (f"  step {_step_mb([res], 'live_'):.0f} MB" if "live_peak_mb" in res else "")
             )
     results = {}
     for n, rs in runs.items():
@@ -710,6 +716,8 @@ def run_bench(
             "peak_mb": statistics.median(x["peak_mb"] for x in rs),
             # memory the step itself adds: peak minus the process before its first step (the memory pass's, on CPU)
             "step_mb": _step_mb(rs, "live_") if "live_peak_mb" in rs[0] else _step_mb(rs),
+            # library code the steps paged in (file-backed RSS), left out of step_mb
+            "code_mb": statistics.median(x["live_code_mb"] for x in rs) if "live_code_mb" in rs[0] else None,
             # the same from the timed process (CPU: glibc's defaults, freed memory the heap keeps included)
             "rss_step_mb": _step_mb(rs),
             "rounds_median_s": [x["median_s"] for x in rs],
@@ -748,9 +756,10 @@ def run_bench(
 
 
 def _step_mb(rs: list[dict], prefix: str = ""):
+    """Peak minus the process before its first step; in the memory pass less the library code paged in."""
     if f"{prefix}setup_mb" not in rs[0]:
         return None
-    return statistics.median(x[f"{prefix}peak_mb"] - x[f"{prefix}setup_mb"] for x in rs)
+    return statistics.median(x[f"{prefix}peak_mb"] - x[f"{prefix}setup_mb"] - x.get(f"{prefix}code_mb", 0) for x in rs)
 
 
 def _phase_results(rs: list[dict]) -> dict:

@@ -60,6 +60,18 @@ def peak_memory_mb(device=None) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
+def file_pages_mb() -> float:
+    """MB of this process's resident pages that map files (Linux; 0 elsewhere): mostly the code of the
+    libraries a process has run so far. Shared and evictable, counted in RSS but held by no tensor."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
 def cpu_model() -> str:
     """The CPU's model name (what a latency table or a benchmark was measured on)."""
     try:

@@ -80,14 +80,19 @@ def usable(x: torch.Tensor, bn) -> bool:
     )
 
 
-def bn_input_grad(gy: torch.Tensor, y: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:
+def bn_input_grad(gy: torch.Tensor, y: torch.Tensor, invstd: torch.Tensor, scale_grad: bool = False):
     """Input gradient of a non-affine, batch-statistics BN from its output: y is x-hat, so
     d/db = invstd * (gy - mean(gy) - y * mean(gy * y)), in one fused kernel (the native BN
-    backward with x-hat = y as its input, mean 0, invstd 1, weight = invstd)."""
+    backward with x-hat = y as its input, mean 0, invstd 1, weight = invstd).
+
+    ``invstd`` may carry a per-channel factor s (the BN output was then used as s * y: the
+    gradient is that of the scaled output); ``scale_grad``: also return sum(gy * y) per
+    channel, the gradient of such a factor, from the same kernel."""
     zeros, ones = torch.zeros_like(invstd), torch.ones_like(invstd)
-    return torch.ops.aten.native_batch_norm_backward(
-        gy, y, invstd, None, None, zeros, ones, True, 0.0, (True, False, False)
-    )[0]
+    gb, g_scale, _ = torch.ops.aten.native_batch_norm_backward(
+        gy, y, invstd, None, None, zeros, ones, True, 0.0, (True, scale_grad, False)
+    )
+    return (gb, g_scale) if scale_grad else gb
 
 
 class _ReluConvBN(torch.autograd.Function):

@@ -21,6 +21,7 @@ DARTS-PRIME's node norms are built when the relaxation asks for them.
 
 from __future__ import annotations
 
+import functools
 import types
 
 import torch
@@ -54,15 +55,25 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 
 
 def _window_sums(x: torch.Tensor) -> torch.Tensor:
-    """Each 3x3 window's sum (zero padding), as a depthwise conv of ones: with 1/count, the average pool,
-    on CPU several times faster than ``avg_pool2d`` and its backward (which is the same conv, of g/count)."""
-    c = x.shape[1]
-    return F.conv2d(x, x.new_ones(c, 1, 3, 3), None, 1, 1, 1, c)
+    """Each 3x3 window's sum (zero padding), as shifted adds: with 1/count, the average pool; its backward is
+    the same sums of g/count. On CPU several times faster than ``avg_pool2d``, and it needs no kernel of its
+    own (a depthwise convolution of ones, as fast, pages ~7 MB of library code in on its first call)."""
+    p = F.pad(x, (1, 1, 1, 1))
+    rows = p[..., :, :-2] + p[..., :, 1:-1]
+    rows += p[..., :, 2:]
+    sums = rows[..., :-2, :] + rows[..., 1:-1, :]
+    sums += rows[..., 2:, :]
+    return sums
+
+
+@functools.lru_cache(maxsize=16)
+def _inverse_counts_of(h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return _window_sums(torch.ones(1, 1, h, w, dtype=dtype, device=device)).reciprocal_()
 
 
 def _inverse_counts(x: torch.Tensor) -> torch.Tensor:
-    """1 / the number of in-image positions in each 3x3 window."""
-    return _window_sums(x.new_ones(1, 1, *x.shape[-2:])).reciprocal_()
+    """1 / the number of in-image positions in each 3x3 window (one tensor per size, kept)."""
+    return _inverse_counts_of(*x.shape[-2:], x.dtype, x.device)
 
 
 def _pooled(plan) -> bool:
@@ -100,38 +111,55 @@ class _SourceNode(torch.autograd.Function):
     ``plan``: per edge, (edge, its terms (op name, conv slot, op index)); ``a``: the op weights [E, O];
     ``w``: every conv of these edges as one 3x3 kernel. Forward: ReLU, the one conv, the
     non-affine BN (batch statistics, running statistics updated), the pool, the weighted sums.
-    Saved: the input, the BN output (which is also the BN's x-hat) and its 1/std, the pool;
-    the ReLU is recomputed in backward. All conv terms' weight gradients are one product and
-    reduction, their slots' gradients one scaling, and the pool has one backward per node.
+    Saved: the input, and unless ``recompute``, the BN output (which is also the BN's x-hat),
+    its 1/std and the pool; with ``recompute`` backward runs conv, BN and pool again from the
+    input (the same bits: same call, same input), so a node keeps one tensor instead of one per
+    conv and edge. The ReLU is always recomputed. All conv terms' weight gradients are one
+    product and reduction; the BN's backward also gives the conv terms' alpha gradients.
     """
 
     @staticmethod
-    def forward(ctx, x, w, a, stats, plan, c):
+    def forward(ctx, x, w, a, stats, plan, c, recompute):
         y = invstd = None
         if w is not None:
-            b = F.conv2d(F.relu(x), w, None, 1, 1)
-            y, _, invstd = torch.ops.aten.native_batch_norm(
-                b, None, None, stats.running_mean, stats.running_var, True, stats.momentum, stats.eps
-            )
-            del b
+            y, invstd = _SourceNode.conv_bn(F.relu(x), w, stats.eps, stats)
         pool = _window_sums(x).mul_(_inverse_counts(x)) if _pooled(plan) else None
         outs = _mix(plan, a, x, y, pool, c)
         ctx.plan, ctx.c, ctx.eps = plan, c, stats.eps if stats is not None else None
         ctx.weight_node = getattr(w, "grad_fn", None)
-        ctx.save_for_backward(x, w, a, y, invstd, pool)
+        ctx.recompute = recompute
+        ctx.save_for_backward(x, w, a, *(() if recompute else (y, invstd, pool)))
         return tuple(outs)
 
     @staticmethod
+    def conv_bn(r, w, eps, stats=None):
+        """The one conv of the ReLU'd input ``r``, the non-affine BN on batch statistics: (x-hat, 1/std);
+        ``stats``' running statistics updated when given. The same call on the same input gives the same
+        bits, so backward can recompute it instead of keeping the node's conv outputs."""
+        b = F.conv2d(r, w, None, 1, 1)
+        mean, var, momentum = (
+            (None, None, 0.0) if stats is None else (stats.running_mean, stats.running_var, stats.momentum)
+        )
+        y, _, invstd = torch.ops.aten.native_batch_norm(b, None, None, mean, var, True, momentum, eps)
+        return y, invstd
+
+    @staticmethod
     def backward(ctx, *grads):
-        x, w, a, y, invstd, pool = ctx.saved_tensors
+        x, w, a, *kept = ctx.saved_tensors
         plan, c = ctx.plan, ctx.c
         if torch.is_grad_enabled():  # create_graph: differentiate the plain ops so higher orders are exact
             return _SourceNode.plain_backward(ctx, grads, x, w, a)
+        r = F.relu(x) if w is not None else None
+        if ctx.recompute:
+            y, invstd = _SourceNode.conv_bn(r, w, ctx.eps) if w is not None else (None, None)
+            pool = _window_sums(x).mul_(_inverse_counts(x)) if _pooled(plan) else None
+        else:
+            y, invstd, pool = kept
         gx = gpool = gy = None
         ga = torch.zeros_like(a)
         convs = []  # (edge, op) per conv slot
         if y is not None:
-            gy = torch.empty_like(y)  # first each slot's edge gradient, then times its weight
+            gy = torch.empty_like(y)  # each slot's edge gradient
         for (e, terms), g in zip(plan, grads):
             row = a[e]
             for kind, slot, o in terms:
@@ -144,26 +172,25 @@ class _SourceNode(torch.autograd.Function):
                 else:
                     gy[:, slot * c : (slot + 1) * c] = g
                     convs.append((slot, e, o))
-        if convs:  # every conv term's weight gradient and its slot's gradient at once
-            convs.sort()
-            es, os_ = [e for _, e, _ in convs], [o for _, _, o in convs]
-            ga[es, os_] = (gy * y).sum((0, 2, 3)).view(len(convs), c).sum(1)
-            gy.mul_(a[es, os_].repeat_interleave(c).view(1, -1, 1, 1))
-        if gpool is not None:  # the pool's backward: the same depthwise conv of ones, of g / count
+        if gpool is not None:  # the pool's backward: the same window sums, of g / count
             gp = _window_sums(gpool.mul_(_inverse_counts(x)))
             gx = gp if gx is None else gx.add_(gp)
         gw = None
         if y is not None:
-            gb = fastops.bn_input_grad(gy, y, invstd)
-            del gy
+            # the BN's input gradient, each slot's weight folded into the BN's per-channel factor, and as the
+            # "weight gradient" sum(gy * y) per channel: each conv term's alpha gradient, in the same kernel
+            convs.sort()
+            es, os_ = [e for _, e, _ in convs], [o for _, _, o in convs]
+            gb, g_scale = fastops.bn_input_grad(gy, y, invstd * a[es, os_].repeat_interleave(c), scale_grad=True)
+            ga[es, os_] = g_scale.view(len(convs), c).sum(1)
+            del gy, y
             want_w = ctx.needs_input_grad[1] and fastops._will_run(ctx.weight_node)
-            r = F.relu(x) if want_w else x  # (only its shape is read when no weight gradient is wanted)
             gr, gw, _ = torch.ops.aten.convolution_backward(
                 gb, r, w, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1, (True, want_w, False)
             )
             gr = torch.ops.aten.threshold_backward(gr, x, 0)
             gx = gr if gx is None else gx.add_(gr)
-        return gx, gw, ga, None, None, None
+        return gx, gw, ga, None, None, None, None
 
     @staticmethod
     def plain_backward(ctx, grads, x, w, a):
@@ -175,7 +202,7 @@ class _SourceNode(torch.autograd.Function):
         outs = _mix(ctx.plan, a, x, y, _pool(x) if _pooled(ctx.plan) else None, ctx.c)
         inputs = [(i, t) for i, t in enumerate((x, w, a)) if ctx.needs_input_grad[i]]
         found = torch.autograd.grad(outs, [t for _, t in inputs], grads, create_graph=True, allow_unused=True)
-        result = [None] * 6
+        result = [None] * 7
         for (i, _), g in zip(inputs, found):
             result[i] = g
         return tuple(result)
@@ -186,6 +213,7 @@ class SearchCell(nn.Module):
         super().__init__()
         names = relax.space.ops["normal"]
         self.index, self.cell_type, self.names = index, "normal", names
+        self.recompute = False  # (the supernet decides: its largest cells)
         self.k = relax.partial_channels
         if C % self.k:
             raise ConfigError(f"channels {C} not divisible by partial_channels {self.k}")
@@ -239,7 +267,7 @@ class SearchCell(nn.Module):
             stats = self.bn_stats(bns)
         plain_bn = types.SimpleNamespace(training=self.training, affine=False, track_running_stats=True)
         if fastops.usable(x, stats or plain_bn):
-            outs = _SourceNode.apply(x, w, weights, stats, plan, self.c_ops)
+            outs = _SourceNode.apply(x, w, weights, stats, plan, self.c_ops, self.recompute)
             if stats is not None:
                 with torch.no_grad():  # the batch mean with the bias, as the plain op's running mean has it
                     stats.running_mean.add_(bias, alpha=stats.momentum)
@@ -312,6 +340,9 @@ class Supernet(DartsSupernet):
         self.layers = nn.ModuleList(layers)
         self.cells = cells  # (registered through layers)
         self.lastact, self.classifier = head(c_prev, num_classes)
+        self.cell_sizes = [cell.c_ops * cell.k / 4**stage for stage in range(3) for cell in cells[stage * N :][:N]]
+        for cell, worth in zip(cells, self._worth_recomputing()):
+            cell.recompute = worth
         relax.cells_built(self.cell_keys())
 
     def _forward(self, x):
