@@ -228,6 +228,17 @@ def test_method_entries_with_overrides():
         bench.split_entry("nasp[nasp.arch_ops=selected")
 
 
+def test_an_entry_may_time_its_own_number_of_steps_and_reports_the_mean():
+    report = bench.run_bench(
+        ["darts-cd[steps=3,relax.sample=network]"], channels=4, layers=3, batch_size=4, image_size=8,
+        steps=1, warmup=0, saved_steps=0, live_memory=False,
+    )  # fmt: skip
+    cd, darts = report["results"]["darts-cd[steps=3,relax.sample=network]"], report["results"]["darts"]
+    assert cd["timed_steps"] == 3 and darts["timed_steps"] == 1
+    assert cd["sets"] == {"relax": {"sample": "network"}}  # steps is no config key
+    assert cd["cpu_mean_s"] > 0 and cd["cpu_mean_vs_darts"] == pytest.approx(cd["cpu_mean_s"] / darts["cpu_mean_s"])
+
+
 def test_probe_charges_time_and_distinct_saved_storages_to_the_open_phase():
     probe = bench.Probe("cpu", exclude=[w := torch.randn(1000, requires_grad=True)])
     x = torch.randn(1000, requires_grad=True)

@@ -491,3 +491,26 @@ def test_recomputed_cells_and_edges_give_the_same_step_and_run_again_in_backward
         assert torch.equal(a, b), name
     for a, b in zip([*on.weights, *on.arch], [*off.weights, *off.arch]):
         assert (a.grad is None) == (b.grad is None) and (a.grad is None or torch.equal(a.grad, b.grad))
+
+
+def test_recompute_share_picks_the_first_cells_holding_that_share_of_the_activations():
+    """darts-cd.recompute_share: only the first cells holding that share of all cells' activations are recomputed
+    (never the free tail), and the supernet uses that choice only inside the recomputing context."""
+    m = tiny_method("darts-cd", search={"layers": 8}, **{"darts-cd": {"recompute_share": 0.5}})
+    net = m.net
+    sizes, total = net.cell_sizes, sum(net.cell_sizes)
+    every = net._worth_recomputing(1.0)
+    assert every == net.worth_recomputing  # outside the context: the full rule
+    assert every[0] and not every[-1]  # the free tail is never recomputed
+    assert not any(net._worth_recomputing(0.0))
+    for share in (0.3, 0.5, 0.7):
+        worth = net._worth_recomputing(share)
+        first = worth.index(False)
+        assert all(worth[:first]) and not any(worth[first:])  # a prefix of the network
+        assert sum(sizes[: first - 1]) < share * total and all(every[:first])
+        assert first == len(sizes) or not every[first] or sum(sizes[:first]) >= share * total
+    with net.recomputing_frozen_cells(0.5):
+        assert net.worth_recomputing == net._worth_recomputing(0.5)
+    assert net.worth_recomputing == every
+    with pytest.raises(diffnas.errors.ConfigError):
+        tiny_method("darts-cd", **{"darts-cd": {"recompute_share": 1.5}})

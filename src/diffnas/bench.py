@@ -442,6 +442,9 @@ def measure(
         "times_s": times,
         # CPU time of this (single-threaded) process: robust to other processes on a shared machine
         "cpu_median_s": statistics.median(cpu_times),
+        # the mean: a search's time per step when a step's cost depends on a random draw (DARTS-CD's edge)
+        "cpu_mean_s": statistics.mean(cpu_times),
+        "cpu_times_s": cpu_times,
         "peak_mb": peak_mb,
         "setup_mb": setup_mb,
         "params_m": sum(p.numel() for p in m.weights) / 1e6,
@@ -669,7 +672,8 @@ def run_bench(
         if name not in METHODS and name != DERIVED:
             skipped[label] = "not built yet (not in diffnas.methods)"
             continue
-        entries[label] = (name, deep_merge(spec["sets"], own))
+        steps = own.pop("steps", None)  # (not a config key: this entry's own number of timed steps)
+        entries[label] = (name, deep_merge(spec["sets"], own), {} if steps is None else {"steps": int(steps)})
     names = list(entries)
     ref_label = reference_of(spec["space"])["label"]
     if reference:
@@ -688,8 +692,8 @@ def run_bench(
                 if n == ref_label:
                     res = _reference(reference, spec)
                 else:
-                    name, sets = entries[n]
-                    res = _worker({**spec, "method": name, "sets": sets})
+                    name, sets, own_spec = entries[n]
+                    res = _worker({**spec, "method": name, "sets": sets, **own_spec})
             except (RuntimeError, ValueError, KeyError) as e:
                 skipped[n] = f"failed: {e}"
                 continue
@@ -713,6 +717,7 @@ def run_bench(
             "median_s": statistics.median(x["median_s"] for x in rs),
             "cpu_median_s": statistics.median(x["cpu_median_s"] for x in rs),
             "rounds_cpu_median_s": [x["cpu_median_s"] for x in rs],
+            "cpu_mean_s": statistics.median(x["cpu_mean_s"] for x in rs) if "cpu_mean_s" in rs[0] else None,
             "peak_mb": statistics.median(x["peak_mb"] for x in rs),
             # memory the step itself adds: peak minus the process before its first step (the memory pass's, on CPU)
             "step_mb": _step_mb(rs, "live_") if "live_peak_mb" in rs[0] else _step_mb(rs),
@@ -726,6 +731,7 @@ def run_bench(
         }
         if n != ref_label:
             res["sets"] = entries[n][1]
+            res["timed_steps"] = entries[n][2].get("steps", spec["steps"])
         res.update(_phase_results(rs))
         results[n] = res
     base = results.get("darts")
@@ -737,6 +743,7 @@ def run_bench(
     for res in results.values():
         res["time_vs_darts"] = ratio(res, "median_s")
         res["cpu_time_vs_darts"] = ratio(res, "cpu_median_s")
+        res["cpu_mean_vs_darts"] = ratio(res, "cpu_mean_s")
         res["memory_vs_darts"] = ratio(res, "peak_mb")
         res["step_memory_vs_darts"] = ratio(res, "step_mb")
         res["arch_time_vs_darts"] = ratio(res, "arch_s")

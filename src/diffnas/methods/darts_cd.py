@@ -37,6 +37,7 @@ import contextlib
 import torch
 import torch.nn as nn
 
+from ..errors import ConfigError
 from .base import accuracy, only_requiring_grad
 from .darts import DARTS
 
@@ -69,6 +70,7 @@ class _SignWarmup(DARTS):
 
     lean = True  # each phase records autograd only for what it updates (False: everything requires grad, as before)
     recompute = False  # lean phases: frozen cells and edges keep only their inputs and run again in backward
+    recompute_share = 1.0  # ... in the first cells that hold this share of all cells' activations
 
     @contextlib.contextmanager
     def recording(self, params):
@@ -79,7 +81,7 @@ class _SignWarmup(DARTS):
             return
         with only_requiring_grad(params, [*self.weights, *self.arch]):
             recomputing = getattr(self.net, "recomputing_frozen_cells", None)  # (a supernet of cells that has it)
-            with recomputing() if self.recompute and recomputing else contextlib.nullcontext():
+            with recomputing(self.recompute_share) if self.recompute and recomputing else contextlib.nullcontext():
                 yield
 
     def arch_step(self, val_batch, train_batch) -> dict:
@@ -133,11 +135,17 @@ class DARTSCD(_SignWarmup):
         # a cell or edge that only passes gradients on keeps its inputs, not its activations, and runs again in
         # backward (where that lowers the step's peak: the early, large cells): less memory, more time
         "recompute": True,
+        # ... only in the first cells holding this share of all cells' activations: the large cells that are
+        # cheap to recompute (run again only when the relaxed edge lies before them); 1: every frozen cell
+        "recompute_share": 0.7,
     }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.recompute = bool(self.opts.recompute)
+        self.recompute_share = float(self.opts.recompute_share)
+        if not 0.0 <= self.recompute_share <= 1.0:
+            raise ConfigError(f"darts-cd.recompute_share must be between 0 and 1, got {self.recompute_share}")
         self.edge_params = self.net.edge_parameters()
         self.shared = self.net.shared_parameters()
         on_edges = {id(p) for ps in self.edge_params.values() for p in ps}

@@ -202,31 +202,37 @@ class Supernet(RelaxedNetwork, nn.Module):
             self._autocast_off -= 1
 
     @contextlib.contextmanager
-    def recomputing_frozen_cells(self):
+    def recomputing_frozen_cells(self, share: float = 1.0):
         """Within: a frozen cell or edge (``frozen``) keeps only its inputs for backward and runs again there.
 
         Such a cell is recorded only to pass gradients to what precedes it; keeping its
         activations would cost as much as a trained cell's. Recomputed one cell at a time in
         backward, the step holds the cells' inputs plus one cell's activations, for one more
-        forward of those cells (not of the last ones, when keeping them costs no peak:
-        ``_worth_recomputing``). Outputs, gradients and BN running statistics stay the same
-        bit for bit (the recomputation restores the statistics it updates).
+        forward of those cells: of the first cells holding ``share`` of all cells' activations,
+        and never of the last ones, when keeping them costs no peak (``_worth_recomputing``).
+        Outputs, gradients and BN running statistics stay the same bit for bit (the
+        recomputation restores the statistics it updates).
         """
         self._recompute += 1
+        kept, self.worth_recomputing = self.worth_recomputing, self._worth_recomputing(share)
         try:
             yield
         finally:
             self._recompute -= 1
+            self.worth_recomputing = kept
 
-    def _worth_recomputing(self) -> list[bool]:
-        """Per cell: recompute what is frozen in it? Not in the last cells whose activations add up to at most
-        the largest cell's: backward frees them before it recomputes any earlier cell, and a step that records
+    def _worth_recomputing(self, share: float = 1.0) -> list[bool]:
+        """Per cell: recompute what is frozen in it? Only in the first cells that hold ``share`` of all cells'
+        activations: early cells are the cheap ones to recompute (the largest, and run again only when the
+        relaxed edge lies before them). Never in the last cells whose activations add up to at most the
+        largest cell's: backward frees them before it recomputes any earlier cell, and a step that records
         the largest cell keeps that much anyway, so keeping them costs no peak and saves the time."""
-        worth, tail = [], 0.0
-        for size in reversed(self.cell_sizes):
+        sizes, worth, tail = self.cell_sizes, [], 0.0
+        for size in reversed(sizes):
             tail += size
-            worth.append(tail > max(self.cell_sizes))
-        return worth[::-1]
+            worth.append(tail > max(sizes))
+        before = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [w and b < share * sum(sizes) for w, b in zip(worth[::-1], before)]
 
     def forward(self, x):
         if self.channels_last and x.dim() == 4:

@@ -76,6 +76,12 @@ def _inverse_counts(x: torch.Tensor) -> torch.Tensor:
     return _inverse_counts_of(*x.shape[-2:], x.dtype, x.device)
 
 
+def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum(u * v) in one pass: both flattened in ``u``'s memory order (views when both are laid out alike)."""
+    dims = sorted(range(u.dim()), key=lambda d: -u.stride(d))
+    return torch.vdot(u.permute(dims).reshape(-1), v.permute(dims).reshape(-1))
+
+
 def _pooled(plan) -> bool:
     return any(kind == "avg_pool_3x3" for _, terms in plan for kind, _, _ in terms)
 
@@ -90,17 +96,20 @@ def _term(kind: str, slot, x, y, pool, c: int) -> torch.Tensor:
 
 
 def _mix(plan, a, x, y, pool, c: int) -> list[torch.Tensor]:
-    """Per edge of ``plan``: the sum over its terms (op name, conv slot, op index) of weight times tensor."""
+    """Per edge of ``plan``: the sum over its terms (op name, conv slot, op index) of weight times tensor.
+
+    Under no_grad (inside ``_SourceNode``) the weights are read once as numbers: scaled adds in place."""
     outs, grad = [], torch.is_grad_enabled()
+    numbers = None if grad else a.tolist()
     for e, terms in plan:
-        row = a[e]
+        row = a[e] if grad else numbers[e]
         out = None
         for kind, slot, o in terms:
             t = _term(kind, slot, x, y, pool, c)
             if out is None:
                 out = t * row[o]
-            else:  # (in place where autograd does not look)
-                out = out + t * row[o] if grad else out.addcmul_(t, row[o])
+            else:
+                out = out + t * row[o] if grad else out.add_(t, alpha=row[o])
         outs.append(out)
     return outs
 
@@ -128,7 +137,8 @@ class _SourceNode(torch.autograd.Function):
         ctx.plan, ctx.c, ctx.eps = plan, c, stats.eps if stats is not None else None
         ctx.weight_node = getattr(w, "grad_fn", None)
         ctx.recompute = recompute
-        ctx.save_for_backward(x, w, a, *(() if recompute else (y, invstd, pool)))
+        # (recomputing: the pool is kept, it is small and cheap to keep, not to recompute)
+        ctx.save_for_backward(x, w, a, *(() if recompute else (y, invstd)), *(() if pool is None else (pool,)))
         return tuple(outs)
 
     @staticmethod
@@ -150,28 +160,35 @@ class _SourceNode(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: differentiate the plain ops so higher orders are exact
             return _SourceNode.plain_backward(ctx, grads, x, w, a)
         r = F.relu(x) if w is not None else None
+        pool = None
         if ctx.recompute:
             y, invstd = _SourceNode.conv_bn(r, w, ctx.eps) if w is not None else (None, None)
-            pool = _window_sums(x).mul_(_inverse_counts(x)) if _pooled(plan) else None
         else:
-            y, invstd, pool = kept
+            y, invstd, *kept = kept
+        if _pooled(plan):
+            pool = kept[0] if kept else _window_sums(x).mul_(_inverse_counts(x))
         gx = gpool = gy = None
-        ga = torch.zeros_like(a)
-        convs = []  # (edge, op) per conv slot
+        convs, found, at = [], [], []  # (slot, edge, op) per conv slot; alpha gradients of the other terms, where
         if y is not None:
             gy = torch.empty_like(y)  # each slot's edge gradient
+        numbers = a.tolist()
         for (e, terms), g in zip(plan, grads):
-            row = a[e]
+            row = numbers[e]
             for kind, slot, o in terms:
                 if kind == "skip_connect":
-                    ga[e, o] = torch.sum(g * x)
-                    gx = g * row[o] if gx is None else gx.add_(g * row[o])
+                    found.append(_dot(g, x))
+                    at.append((e, o))
+                    gx = g * row[o] if gx is None else gx.add_(g, alpha=row[o])
                 elif kind == "avg_pool_3x3":
-                    ga[e, o] = torch.sum(g * pool)
-                    gpool = g * row[o] if gpool is None else gpool.add_(g * row[o])
+                    found.append(_dot(g, pool))
+                    at.append((e, o))
+                    gpool = g * row[o] if gpool is None else gpool.add_(g, alpha=row[o])
                 else:
                     gy[:, slot * c : (slot + 1) * c] = g
                     convs.append((slot, e, o))
+        ga = torch.zeros_like(a)
+        if found:
+            ga[[e for e, _ in at], [o for _, o in at]] = torch.stack(found)
         if gpool is not None:  # the pool's backward: the same window sums, of g / count
             gp = _window_sums(gpool.mul_(_inverse_counts(x)))
             gx = gp if gx is None else gx.add_(gp)
@@ -214,6 +231,7 @@ class SearchCell(nn.Module):
         names = relax.space.ops["normal"]
         self.index, self.cell_type, self.names = index, "normal", names
         self.recompute = False  # (the supernet decides: its largest cells)
+        self._plans: dict = {}
         self.k = relax.partial_channels
         if C % self.k:
             raise ConfigError(f"channels {C} not divisible by partial_channels {self.k}")
@@ -240,28 +258,34 @@ class SearchCell(nn.Module):
             track_running_stats=tracked,
         )
 
+    def plan(self, j: int, active) -> tuple:
+        """For the edges leaving node j under ``active``: (plan, the conv modules, their BNs); the plan per
+        edge, [(op name, conv slot, op index)]. Kept per (node, active ops): a search asks the same often."""
+        key = (j, tuple(map(tuple, active)))
+        if key not in self._plans:
+            plan, pairs = {}, []  # pairs: (edge, conv name) per slot
+            for e, (_, src) in enumerate(EDGES):
+                if src != j:
+                    continue
+                for o in active[e]:
+                    name = self.names[o]
+                    if name == "none":
+                        continue
+                    if name in CONV_KERNELS:
+                        pairs.append((e, name))
+                    plan.setdefault(e, []).append((name, len(pairs) - 1 if name in CONV_KERNELS else None, o))
+            ops = [self.edges[e].ops[n].op for e, n in pairs]
+            self._plans[key] = (list(plan.items()), [op[1] for op in ops], [op[2] for op in ops])
+        return self._plans[key]
+
     def read(self, x: torch.Tensor, j: int, weights: torch.Tensor, active) -> dict:
         """{edge: its output} for the edges leaving node j (input ``x``): their convs as one convolution
         (1x1 kernels as 3x3 centres) with one ReLU and one BN, one pool, the weighted sums."""
-        names = self.names
-        plan, pairs = {}, []  # plan[edge]: [(op name, conv slot, op index)]; pairs: (edge, conv name) per slot
-        for e, (_, src) in enumerate(EDGES):
-            if src != j:
-                continue
-            for o in active[e]:
-                name = names[o]
-                if name == "none":
-                    continue
-                if name in CONV_KERNELS:
-                    pairs.append((e, name))
-                plan.setdefault(e, []).append((name, len(pairs) - 1 if name in CONV_KERNELS else None, o))
+        plan, convs, bns = self.plan(j, active)
         if not plan:
             return {}
-        plan = list(plan.items())
-        w = bias = stats = bns = None
-        if pairs:
-            convs = [self.edges[e].ops[n].op[1] for e, n in pairs]
-            bns = [self.edges[e].ops[n].op[2] for e, n in pairs]
+        w = bias = stats = None
+        if convs:
             w = torch.cat([_kernel3(conv.weight) for conv in convs])
             bias = torch.cat([conv.bias for conv in convs])
             stats = self.bn_stats(bns)
@@ -273,7 +297,7 @@ class SearchCell(nn.Module):
                     stats.running_mean.add_(bias, alpha=stats.momentum)
         else:
             y = None
-            if pairs:
+            if convs:
                 b = F.conv2d(F.relu(x), w, bias, padding=1)
                 batch_stats = stats.training or not stats.track_running_stats
                 y = F.batch_norm(
@@ -283,10 +307,9 @@ class SearchCell(nn.Module):
         if stats is not None and stats.track_running_stats and stats.training:  # each op's BN gets its update
             with torch.no_grad():
                 c = self.c_ops
-                for b, m, v in zip(bns, stats.running_mean.split(c), stats.running_var.split(c)):
-                    b.running_mean.copy_(m)
-                    b.running_var.copy_(v)
-                    b.num_batches_tracked.add_(1)
+                torch._foreach_copy_([b.running_mean for b in bns], stats.running_mean.split(c))
+                torch._foreach_copy_([b.running_var for b in bns], stats.running_var.split(c))
+                torch._foreach_add_([b.num_batches_tracked for b in bns], 1)
         return dict(zip([e for e, _ in plan], outs))
 
     def forward(self, x: torch.Tensor, mix: Mixing) -> torch.Tensor:
