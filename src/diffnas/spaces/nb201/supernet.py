@@ -135,7 +135,7 @@ class _SourceNode(torch.autograd.Function):
         pool = _window_sums(x).mul_(_inverse_counts(x)) if _pooled(plan) else None
         outs = _mix(plan, a, x, y, pool, c)
         ctx.plan, ctx.c, ctx.eps = plan, c, stats.eps if stats is not None else None
-        ctx.weight_node = getattr(w, "grad_fn", None)
+        ctx.weight_node, ctx.alpha_node = getattr(w, "grad_fn", None), getattr(a, "grad_fn", None)
         ctx.recompute = recompute
         # (recomputing: the pool is kept, it is small and cheap to keep, not to recompute)
         ctx.save_for_backward(x, w, a, *(() if recompute else (y, invstd)), *(() if pool is None else (pool,)))
@@ -172,21 +172,25 @@ class _SourceNode(torch.autograd.Function):
         if y is not None:
             gy = torch.empty_like(y)  # each slot's edge gradient
         numbers = a.tolist()
+        # (a weight step asks for no alpha gradient)
+        want_a = ctx.needs_input_grad[2] and fastops._will_run(ctx.alpha_node)
         for (e, terms), g in zip(plan, grads):
             row = numbers[e]
             for kind, slot, o in terms:
                 if kind == "skip_connect":
-                    found.append(_dot(g, x))
-                    at.append((e, o))
+                    if want_a:
+                        found.append(_dot(g, x))
+                        at.append((e, o))
                     gx = g * row[o] if gx is None else gx.add_(g, alpha=row[o])
                 elif kind == "avg_pool_3x3":
-                    found.append(_dot(g, pool))
-                    at.append((e, o))
+                    if want_a:
+                        found.append(_dot(g, pool))
+                        at.append((e, o))
                     gpool = g * row[o] if gpool is None else gpool.add_(g, alpha=row[o])
                 else:
                     gy[:, slot * c : (slot + 1) * c] = g
                     convs.append((slot, e, o))
-        ga = torch.zeros_like(a)
+        ga = torch.zeros_like(a) if want_a else None
         if found:
             ga[[e for e, _ in at], [o for _, o in at]] = torch.stack(found)
         if gpool is not None:  # the pool's backward: the same window sums, of g / count
@@ -198,8 +202,12 @@ class _SourceNode(torch.autograd.Function):
             # "weight gradient" sum(gy * y) per channel: each conv term's alpha gradient, in the same kernel
             convs.sort()
             es, os_ = [e for _, e, _ in convs], [o for _, _, o in convs]
-            gb, g_scale = fastops.bn_input_grad(gy, y, invstd * a[es, os_].repeat_interleave(c), scale_grad=True)
-            ga[es, os_] = g_scale.view(len(convs), c).sum(1)
+            scaled = invstd * a[es, os_].repeat_interleave(c)
+            if want_a:
+                gb, g_scale = fastops.bn_input_grad(gy, y, scaled, scale_grad=True)
+                ga[es, os_] = g_scale.view(len(convs), c).sum(1)
+            else:
+                gb = fastops.bn_input_grad(gy, y, scaled)
             del gy, y
             want_w = ctx.needs_input_grad[1] and fastops._will_run(ctx.weight_node)
             gr, gw, _ = torch.ops.aten.convolution_backward(
@@ -364,7 +372,8 @@ class Supernet(DartsSupernet):
         self.cells = cells  # (registered through layers)
         self.lastact, self.classifier = head(c_prev, num_classes)
         self.cell_sizes = [cell.c_ops * cell.k / 4**stage for stage in range(3) for cell in cells[stage * N :][:N]]
-        for cell, worth in zip(cells, self._worth_recomputing()):
+        self.worth_recomputing = self._worth_recomputing()  # (DARTS-CD's recomputing context sets and restores it)
+        for cell, worth in zip(cells, self.worth_recomputing):
             cell.recompute = worth
         relax.cells_built(self.cell_keys())
 
