@@ -6,7 +6,9 @@ depth; ``rsws`` ranks 20 architectures on 2 val batches (``rsws.samples``,
 ``rsws.eval_batches``). BN statistics are re-estimated on 10 batches before each val
 evaluation (``search.bn_batches``, as the quick preset): after 60 steps the running
 statistics of single-path supernets (nasp, max-alpha) lag so far that their val accuracy
-reads as chance; the architectures do not change. ``--scale full`` drops all of these: each method's own settings.
+reads as chance. No gradient method's architecture changes with it; rsws's does (its
+ranking runs in eval mode on the running statistics, which the next epoch inherits).
+``--scale full`` drops all of these: each method's own settings.
 Each run is one ``python -m diffnas search`` (no retraining: with a table the found
 architecture's true accuracy is a look-up) under the shared heavy-job lock.
 
