@@ -3,11 +3,13 @@
 Proxy scale (fits a 2-core CPU machine; minutes per run): 2000 training images at 16x16
 (``--subset``, ``--image-size``), search 4 epochs, C = 8, batch 64, the space's default
 depth; ``rsws`` ranks 20 architectures on 2 val batches (``rsws.samples``,
-``rsws.eval_batches``). BN statistics are re-estimated on 10 batches before each val
-evaluation (``search.bn_batches``, as the quick preset): after 60 steps the running
-statistics of single-path supernets (nasp, max-alpha) lag so far that their val accuracy
-reads as chance. No gradient method's architecture changes with it; rsws's does (its
-ranking runs in eval mode on the running statistics, which the next epoch inherits).
+``rsws.eval_batches``); the methods' own epoch counts scaled to the 4 epochs (``PROXY_METHODS``:
+pc-darts and idarts free alpha after 1 epoch, not 15; darts-cd warms up 2 epochs, not 10).
+BN statistics are re-estimated on 10 batches before each val evaluation (``search.bn_batches``,
+as the quick preset): after 60 steps the running statistics of single-path supernets (nasp,
+max-alpha) lag so far that their val accuracy reads as chance. No gradient method's
+architecture changes with it; rsws's does (its ranking runs in eval mode on the running
+statistics, which the next epoch inherits).
 ``--scale full`` drops all of these: each method's own settings.
 Each run is one ``python -m diffnas search`` (no retraining: with a table the found
 architecture's true accuracy is a look-up) under the shared heavy-job lock.
@@ -41,27 +43,30 @@ from proxy import env as proxy_env
 PROXY = [
     "--subset", "2000", "--image-size", "16",
     "--set", "search.epochs=4", "--set", "search.channels=8", "--set", "search.batch_size=64",
-    "--set", "search.bn_batches=10", "--set", "rsws.samples=20", "--set", "rsws.eval_batches=2",
+    "--set", "search.bn_batches=10",
 ]  # fmt: skip
+# per method: its own options, and its own epoch counts scaled from its paper's 50 (DARTS-CD: 25) epochs to these 4,
+# so that every method takes architecture steps after its freeze or warm-up
+PROXY_METHODS = {
+    "rsws": ["rsws.samples=20", "rsws.eval_batches=2"],
+    "pc-darts": ["search.arch_start_epoch=1"],  # alpha frozen 15 of 50 epochs
+    "idarts": ["search.arch_start_epoch=1"],  # (backtracking from epoch 25 of 50 never starts at this scale)
+    "darts-cd": ["darts-cd.warmup_epochs=2"],  # warm-up 10 of 25 epochs
+}
 TINY = [
     "--subset", "200", "--image-size", "8",
     "--set", "search.epochs=1", "--set", "search.channels=4", "--set", "search.batch_size=16",
-    "--set", "search.bn_batches=2", "--set", "rsws.samples=3",
+    "--set", "search.bn_batches=2",
 ]  # fmt: skip
+TINY_METHODS = {"rsws": ["rsws.samples=3"]}
 
 
-def search_args(method: str, scale: list[str]) -> list[str]:
-    """The scale's flags that apply to ``method`` (the ``rsws.*`` keys exist only under rsws)."""
-    out, i = [], 0
-    while i < len(scale):
-        flag, value = scale[i], scale[i + 1]
-        if not (flag == "--set" and value.startswith("rsws.") and method != "rsws"):
-            out += [flag, value]
-        i += 2
-    return out
+def search_args(method: str, scale: dict) -> list[str]:
+    """The scale's flags for ``method``: the shared ones and its own."""
+    return [*scale["flags"], *(x for item in scale["methods"].get(method, []) for x in ("--set", item))]
 
 
-def one_run(method: str, seed: int, out: Path, args, scale: list[str]) -> dict:
+def one_run(method: str, seed: int, out: Path, args, scale: dict) -> dict:
     error = None
     if not (out / "summary.json").is_file():
         cmd = [sys.executable, "-m", "diffnas", "search", "--method", method, "--space", args.space]
@@ -121,7 +126,8 @@ def main() -> int:
     ap.add_argument("--runs", help="run directories here (default runs/nb201_baselines, -tiny or -full by scale)")
     ap.add_argument("--out", help="JSON file (default benchmarks/results/nb201_baselines.json; none with --tiny)")
     args = ap.parse_args()
-    scale = TINY if args.tiny else PROXY if args.scale == "proxy" else []
+    flags, own = (TINY, TINY_METHODS) if args.tiny else (PROXY, PROXY_METHODS) if args.scale == "proxy" else ([], {})
+    scale = {"flags": flags, "methods": own}
     seeds = [int(s) for s in args.seeds.split(",")]
     # a run directory with a summary is reused, so each scale keeps its own
     suffix = "-tiny" if args.tiny else "-full" if args.scale == "full" else ""
