@@ -132,7 +132,8 @@ def main() -> int:
     # a run directory with a summary is reused, so each scale keeps its own
     suffix = "-tiny" if args.tiny else "-full" if args.scale == "full" else ""
     runs_dir = Path(args.runs or ROOT / "runs" / f"nb201_baselines{suffix}")
-    report: dict = {"space": args.space, "dataset": args.dataset, "scale": scale, "benchmark": args.benchmark}
+    report: dict = {"space": args.space, "dataset": args.dataset, "scale": {**scale, "set": args.set}}
+    report["benchmark"] = args.benchmark
     report["methods"] = {}
     for method in args.methods.split(","):
         runs = [one_run(method, s, runs_dir / f"{args.space}-{method}-s{s}", args, scale) for s in seeds]
