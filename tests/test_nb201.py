@@ -250,6 +250,25 @@ def test_every_method_steps_on_nb201(method, extra):
     assert isinstance(m.genotype(), Nb201Architecture)
 
 
+def test_darts_cd_steps_when_none_cuts_every_relaxed_edge_off():
+    """`none` max-alpha ops into the output node zero a cell whose relaxed edge feeds another node: the loss
+    then depends on no alpha, and the architecture step is skipped rather than failing."""
+    extra = {"search": {"channels": 4, "layers": 1}, "relax": {"sample": "cell_type"}}
+    m = tiny_method("darts-cd", space="nb201", in_channels=3, num_classes=4, **extra)
+    m.epoch_start(m.steady_state_epoch(), 3)
+    with torch.no_grad():  # edges 0..2 (into nodes 1 and 2) nor_conv_3x3, edges 3..5 (into node 3) none
+        m.relax.alphas["normal"].copy_(torch.eye(5)[[3, 3, 3, 0, 0, 0]])
+    cut = 0
+    for _ in range(6):
+        before = m.relax.alphas["normal"].detach().clone()
+        rec = m.step(batch(8, 3, 8, 4), FixedBatches(batch(8, 3, 8, 4, seed=1)))
+        assert np.isfinite(rec["loss"])
+        if rec["relaxed"]["normal"][0] < 3:
+            cut += 1
+            assert torch.equal(m.relax.alphas["normal"], before)
+    assert cut  # (the seed's draws include such a step)
+
+
 def test_slimming_refuses_in_one_line():
     with pytest.raises(ConfigError, match="channel-scores"):
         resolve("slimming", overrides={"space": "nb201"})

@@ -191,7 +191,8 @@ class SearchJob:
             **monitors.epoch_figures(genotype.cell_ops(), weights),
         }
         every = self.cfg.search.hessian_every
-        batch = self.monitor_batch() if every and (epoch + 1) % every == 0 and m.trains else None
+        learned = any(a.requires_grad for a in m.arch)  # (rsws's architecture is drawn: no Hessian to watch)
+        batch = self.monitor_batch() if every and (epoch + 1) % every == 0 and m.trains and learned else None
         if batch is not None:
             record["hessian_eigenvalue"] = self.hessian_eigenvalue(batch)
         self.watch(epoch, record, genotype)

@@ -253,7 +253,10 @@ class SearchMethod:
     def first_order_arch_step(self, val_batch) -> dict:
         loss, logits = self.loss(val_batch)
         total = loss + self.regularization()
-        grads = torch.autograd.grad(total, self.arch, allow_unused=True)
+        if total.requires_grad:
+            grads = torch.autograd.grad(total, self.arch, allow_unused=True)
+        else:  # no alpha reaches the loss (DARTS-CD: `none` max-alpha ops cut off every relaxed edge): no step
+            grads = [None] * len(self.arch)
         self.arch_step_with(grads)
         return {"arch_loss": loss.item(), "arch_acc": accuracy(logits, val_batch[1])}
 
