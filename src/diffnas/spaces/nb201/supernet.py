@@ -37,6 +37,9 @@ from .architecture import EDGES, NODES, node_edges
 from .ops import CONV_KERNELS, ResNetBasicBlock, head, make_op, stage_plan, stem
 
 
+RECOMPUTE_SHARE = 0.5  # the first cells holding this share of the activations recompute their convs in backward
+
+
 class Edge(nn.Module):
     """The ops of one edge (no module for `none`), keyed by name."""
 
@@ -372,7 +375,8 @@ class Supernet(DartsSupernet):
         self.cells = cells  # (registered through layers)
         self.lastact, self.classifier = head(c_prev, num_classes)
         self.cell_sizes = [cell.c_ops * cell.k / 4**stage for stage in range(3) for cell in cells[stage * N :][:N]]
-        self.worth_recomputing = self._worth_recomputing()  # (DARTS-CD's recomputing context sets and restores it)
+        # recomputed in backward: the first cells, holding half of the activations (DARTS-CD's context swaps this)
+        self.worth_recomputing = self._worth_recomputing(RECOMPUTE_SHARE)
         for cell, worth in zip(cells, self.worth_recomputing):
             cell.recompute = worth
         relax.cells_built(self.cell_keys())
