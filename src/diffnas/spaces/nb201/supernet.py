@@ -36,7 +36,6 @@ from ..darts.supernet import Supernet as DartsSupernet
 from .architecture import EDGES, NODES, node_edges
 from .ops import CONV_KERNELS, ResNetBasicBlock, head, make_op, stage_plan, stem
 
-
 RECOMPUTE_SHARE = 0.5  # the first cells holding this share of the activations recompute their convs in backward
 
 
