@@ -528,13 +528,18 @@ def _memory_pass(spec: dict) -> bool:
     return bool(spec.get("live_memory", True)) and spec.get("device", "cpu") == "cpu"
 
 
-def _run_worker(spec: dict, extra_env: dict | None = None) -> dict:
-    """One ``measure`` in a fresh interpreter; its last stdout line is the JSON result."""
+def _env(extra_env: dict | None = None) -> dict:
+    """A measuring subprocess's environment: this one, ``extra_env``, and this checkout's diffnas first."""
     env = {**os.environ, **(extra_env or {})}
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else src
+    return env
+
+
+def _run_worker(spec: dict, extra_env: dict | None = None) -> dict:
+    """One ``measure`` in a fresh interpreter; its last stdout line is the JSON result."""
     proc = subprocess.run(
-        [sys.executable, "-m", "diffnas.bench", json.dumps(spec)], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "diffnas.bench", json.dumps(spec)], capture_output=True, text=True, env=_env(extra_env)
     )
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
@@ -565,7 +570,7 @@ def _reference(path: str, spec: dict) -> dict:
             [sys.executable, "-c", _REFERENCE_HARNESS, path, str(spec["warmup"]), *map(str, args)],
             capture_output=True,
             text=True,
-            env={**os.environ, **(extra_env or {})},
+            env=_env(extra_env),
         )
         if proc.returncode != 0:
             raise RuntimeError((proc.stderr or "reference failed").strip().splitlines()[-1])
@@ -587,11 +592,7 @@ warmup = int(sys.argv[2])
 B, H, C, L, n, in_ch = (int(a) for a in sys.argv[3:9])
 wd, nesterov = float(sys.argv[9]), bool(int(sys.argv[10]))
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-def file_pages_mb():  # (as diffnas.runtime.system's)
-    try:
-        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("RssFile:")) / 1024
-    except (OSError, StopIteration, ValueError):
-        return 0.0
+from diffnas.runtime.system import file_pages_mb
 # from here on: the reference's main(), timing both clocks
 torch.manual_seed(0)
 net = ref.Network(C, L, in_ch)

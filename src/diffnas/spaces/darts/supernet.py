@@ -141,8 +141,7 @@ def recomputed(module: nn.Module, inputs: tuple, *rest) -> torch.Tensor:
                 return module(*xs, *rest)
         finally:
             with torch.no_grad():
-                for t, k in zip(module.buffers(), kept):
-                    t.copy_(k)
+                torch._foreach_copy_(list(module.buffers()), kept)
 
     return checkpoint(run, *inputs, use_reentrant=False, preserve_rng_state=False)
 

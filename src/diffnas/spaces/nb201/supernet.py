@@ -122,10 +122,10 @@ class _SourceNode(torch.autograd.Function):
     ``plan``: per edge, (edge, its terms (op name, conv slot, op index)); ``a``: the op weights [E, O];
     ``w``: every conv of these edges as one 3x3 kernel. Forward: ReLU, the one conv, the
     non-affine BN (batch statistics, running statistics updated), the pool, the weighted sums.
-    Saved: the input, and unless ``recompute``, the BN output (which is also the BN's x-hat),
-    its 1/std and the pool; with ``recompute`` backward runs conv, BN and pool again from the
-    input (the same bits: same call, same input), so a node keeps one tensor instead of one per
-    conv and edge. The ReLU is always recomputed. All conv terms' weight gradients are one
+    Saved: the input, the pool, and unless ``recompute``, the BN output (which is also the BN's
+    x-hat) and its 1/std; with ``recompute`` backward runs conv and BN again from the input (the
+    same bits: same call, same input), so a node keeps two tensors instead of one per conv and
+    edge. The ReLU is always recomputed. All conv terms' weight gradients are one
     product and reduction; the BN's backward also gives the conv terms' alpha gradients.
     """
 
@@ -162,13 +162,11 @@ class _SourceNode(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: differentiate the plain ops so higher orders are exact
             return _SourceNode.plain_backward(ctx, grads, x, w, a)
         r = F.relu(x) if w is not None else None
-        pool = None
         if ctx.recompute:
             y, invstd = _SourceNode.conv_bn(r, w, ctx.eps) if w is not None else (None, None)
         else:
             y, invstd, *kept = kept
-        if _pooled(plan):
-            pool = kept[0] if kept else _window_sums(x).mul_(_inverse_counts(x))
+        pool = kept[0] if _pooled(plan) else None
         gx = gpool = gy = None
         convs, found, at = [], [], []  # (slot, edge, op) per conv slot; alpha gradients of the other terms, where
         if y is not None:
