@@ -30,6 +30,7 @@ the floor a single-path method's step approaches.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import platform
@@ -306,42 +307,22 @@ class DerivedStep:
         return {"loss": loss.item()}
 
 
-def measure(
-    method: str,
-    space: str | None = None,
-    channels: int = 8,
-    layers: int = 5,
-    batch_size: int = 32,
-    image_size: int = 16,
-    in_channels: int = 3,
-    num_classes: int | None = None,
-    steps: int = 5,
-    warmup: int = 2,
-    device: str = "cpu",
-    seed: int = 0,
-    sets: dict | None = None,
-    epoch: int | None = None,
-    saved_steps: int = 2,
-    memory_only: bool = False,
-) -> dict:
-    """Build ``method`` at this scale and time ``steps`` search steps after ``warmup`` ones (this process).
+class _Built:
+    """A method ready to step: ``m``, its device, the fixed batches (``train``; ``Val`` serves the val batch)."""
 
-    ``epoch``: the epoch the steps belong to (default: the method's steady state,
-    ``steady_state_epoch()``). The timed steps time their phases (a ``Probe`` without
-    hooks); then ``saved_steps`` more steps count the tensors saved for backward per phase
-    (a Python call per saved tensor costs a few per cent of a step: kept out of the timed
-    steps, and out of the peak memory, which is read before them). 0: nothing counted.
-    The batches are the space's task's (``random_batch``): images of ``image_size`` and
-    ``in_channels``, or windows of ``search.bptt`` tokens; ``num_classes`` (classes or words)
-    defaults to the task's ``bench_classes``. A space that does not take the default data
-    set is measured under its first one (only the config's name: nothing is read).
-    """
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _built(
+    method, space, channels, layers, batch_size, image_size, in_channels, num_classes, device, seed, sets, epoch, **_
+):
+    """``method`` built at this scale on fixed random batches (``measure``'s arguments), at the epoch it is timed in."""
     import torch
 
     from .catalog import resolve
     from .config import DEFAULTS
     from .methods import build_method
-    from .runtime.system import file_pages_mb, peak_memory_mb, reset_peak_memory
     from .spaces import get_space_class, space_from_config
 
     torch.manual_seed(seed)
@@ -385,6 +366,45 @@ def measure(
         def next(self):
             return val
 
+    return _Built(m=m, dev=dev, train=train, Val=Val, epoch=epoch, num_classes=num_classes, cfg=cfg)
+
+
+def measure(
+    method: str,
+    space: str | None = None,
+    channels: int = 8,
+    layers: int = 5,
+    batch_size: int = 32,
+    image_size: int = 16,
+    in_channels: int = 3,
+    num_classes: int | None = None,
+    steps: int = 5,
+    warmup: int = 2,
+    device: str = "cpu",
+    seed: int = 0,
+    sets: dict | None = None,
+    epoch: int | None = None,
+    saved_steps: int = 2,
+    memory_only: bool = False,
+) -> dict:
+    """Build ``method`` at this scale and time ``steps`` search steps after ``warmup`` ones (this process).
+
+    ``epoch``: the epoch the steps belong to (default: the method's steady state,
+    ``steady_state_epoch()``). The timed steps time their phases (a ``Probe`` without
+    hooks); then ``saved_steps`` more steps count the tensors saved for backward per phase
+    (a Python call per saved tensor costs a few per cent of a step: kept out of the timed
+    steps, and out of the peak memory, which is read before them). 0: nothing counted.
+    The batches are the space's task's (``random_batch``): images of ``image_size`` and
+    ``in_channels``, or windows of ``search.bptt`` tokens; ``num_classes`` (classes or words)
+    defaults to the task's ``bench_classes``. A space that does not take the default data
+    set is measured under its first one (only the config's name: nothing is read).
+    """
+    import torch
+
+    from .runtime.system import file_pages_mb, peak_memory_mb, reset_peak_memory
+
+    b = _built(**locals())
+    m, dev, train, Val, epoch, cfg, num_classes = b.m, b.dev, b.train, b.Val, b.epoch, b.cfg, b.num_classes
     # parameters and buffers are no activations: the probe does not count them when an op saves them
     held = [*m.weights, *m.arch, *(t for net in m.modules() for t in (*net.parameters(), *net.buffers()))]
     probe = Probe(dev, count_saved=False)
@@ -469,6 +489,67 @@ def measure(
     }
 
 
+def measure_interleaved(specs: list[dict]) -> list[dict]:
+    """Time several entries in one process, their steps taken in turn: one step of each entry per cycle.
+
+    A shared machine's speed drifts over minutes (other tenants' load, memory bandwidth);
+    entries timed one after another in their own processes then see different machines,
+    and their ratios carry the drift. Here an entry with fewer ``steps`` than the longest
+    is timed in cycles spread over the run, and each cycle starts one entry later, so every
+    entry sees the run's drift alike. Each spec is ``measure``'s arguments; only times come
+    back (memory needs a process of its own: ``run_bench`` runs it apart).
+    """
+    import torch
+
+    defaults = {k: p.default for k, p in inspect.signature(measure).parameters.items() if k != "method"}
+    built = [_built(**{**defaults, **s}) for s in specs]
+    steps = [s.get("steps", 5) for s in specs]
+    for b, s, n in zip(built, specs, steps):
+        b.m.epoch_start(b.epoch, s.get("warmup", 2) + n + 1)
+    for i in range(max(s.get("warmup", 2) for s in specs)):
+        for b, s in zip(built, specs):
+            if i < s.get("warmup", 2):
+                b.m.step(b.train, b.Val())
+    cycles = max(steps)
+    due = [{c * cycles // n for c in range(n)} for n in steps]  # the cycles that time each entry: spread
+    times: list[list] = [[] for _ in specs]
+    cpu: list[list] = [[] for _ in specs]
+    for c in range(cycles):
+        for k in range(len(specs)):
+            j = (c + k) % len(specs)
+            if c not in due[j]:
+                continue
+            b = built[j]
+            if b.dev.type == "cuda":
+                torch.cuda.synchronize()
+            t, p = time.perf_counter(), time.process_time()
+            b.m.step(b.train, b.Val())
+            if b.dev.type == "cuda":
+                torch.cuda.synchronize()
+            times[j].append(time.perf_counter() - t)
+            cpu[j].append(time.process_time() - p)
+    return [
+        {
+            "method": s["method"],
+            "space": b.cfg.space,
+            "device": b.dev.type,
+            "input_shape": list(b.train[0].shape),
+            "num_classes": b.num_classes,
+            "epoch": b.epoch,
+            "median_s": statistics.median(t),
+            "min_s": min(t),
+            "times_s": t,
+            "cpu_median_s": statistics.median(c),
+            "cpu_mean_s": statistics.mean(c),
+            "cpu_times_s": c,
+            "params_m": sum(p.numel() for p in b.m.weights) / 1e6,
+            "train_state_mb": sum(x.numel() * x.element_size() for x in _train_state(b.m)) / 2**20,
+            "interleaved": True,
+        }
+        for s, b, t, c in zip(specs, built, times, cpu)
+    ]
+
+
 def _train_state(m) -> list:
     """The distinct tensors a method keeps between steps: its networks' parameters and buffers, optimizer states."""
     import torch
@@ -536,8 +617,8 @@ def _env(extra_env: dict | None = None) -> dict:
     return env
 
 
-def _run_worker(spec: dict, extra_env: dict | None = None) -> dict:
-    """One ``measure`` in a fresh interpreter; its last stdout line is the JSON result."""
+def _run_worker(spec: dict | list, extra_env: dict | None = None):
+    """One ``measure`` (a list: ``measure_interleaved``) in a fresh interpreter; the last stdout line is the JSON."""
     proc = subprocess.run(
         [sys.executable, "-m", "diffnas.bench", json.dumps(spec)], capture_output=True, text=True, env=_env(extra_env)
     )
@@ -635,12 +716,16 @@ def run_bench(
     rounds: int = 1,
     reference: str | None = None,
     log=print,
+    interleave: bool = False,
     **spec,
 ) -> dict:
     """Measure every method (fresh subprocess each), alternating them ``rounds`` times; ratios to darts.
 
     An entry of ``methods`` is a method name or ``NAME[KEY=VALUE,...]``: that method with
     these config overrides on top of ``sets``, reported under the whole entry as its label.
+    ``interleave``: per round, time all entries in one process, a step of each in turn
+    (``measure_interleaved``: a drifting machine slows them alike), and take each entry's
+    memory from its own memory pass; no phase split, no saved-tensor count.
     """
     from .methods import METHODS
 
@@ -686,12 +771,20 @@ def run_bench(
             names.append(ref_label)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(rounds):
+        timed = _interleaved(entries, spec, skipped) if interleave else {}
         for n in names:
             if n in skipped:
                 continue
             try:
                 if n == ref_label:
                     res = _reference(reference, spec)
+                elif interleave:
+                    name, sets, own_spec = entries[n]
+                    live = _run_worker({**spec, "method": name, "sets": sets, **own_spec, "memory_only": True},
+                                       LIVE_MEMORY_ENV) if _memory_pass(spec) else {}  # fmt: skip
+                    res = {**timed[n], "peak_mb": live.get("peak_mb", float("nan"))}
+                    if live:
+                        res.update({f"live_{k}": live[k] for k in ("setup_mb", "peak_mb", "code_mb")})
                 else:
                     name, sets, own_spec = entries[n]
                     res = _worker({**spec, "method": name, "sets": sets, **own_spec})
@@ -761,6 +854,17 @@ def run_bench(
         "results": results,
         "skipped": skipped,
     }
+
+
+def _interleaved(entries: dict, spec: dict, skipped: dict) -> dict:
+    """{label: times} of every entry not skipped, timed in turn in one fresh process (``measure_interleaved``)."""
+    labels = [n for n in entries if n not in skipped]
+    specs = [{**spec, "method": entries[n][0], "sets": entries[n][1], **entries[n][2]} for n in labels]
+    try:
+        return dict(zip(labels, _run_worker(specs)))
+    except (RuntimeError, ValueError, KeyError) as e:
+        skipped.update({n: f"failed: {e}" for n in labels})
+        return {}
 
 
 def _step_mb(rs: list[dict], prefix: str = ""):
@@ -865,6 +969,11 @@ def format_table(report: dict) -> str:
 def main(argv=None) -> int:
     """Worker entry point: ``python -m diffnas.bench '{json spec}'`` prints one JSON line."""
     spec = json.loads((argv or sys.argv[1:])[0])
+    if isinstance(spec, list):  # entries timed in turn in this process
+        for s in spec:
+            s.pop("live_memory", None)
+        print(json.dumps(measure_interleaved(spec)))
+        return 0
     spec.pop("method_list", None)
     spec.pop("live_memory", None)  # (the caller's choice to run a memory pass, not a measure option)
     print(json.dumps(measure(**spec)))

@@ -240,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=5, help="timed steps per method (after the warm-up)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--rounds", type=int, default=1, help="alternate the methods this many times; medians")
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time all methods in one process, a step of each in turn (a drifting machine slows them alike); "
+        "memory still from a process per method",
+    )
     p.add_argument("--epoch", type=int, help="the epoch the steps belong to (default: each method's steady state)")
     p.add_argument(
         "--saved-steps",
@@ -438,6 +444,7 @@ def _bench(args) -> int:
         rounds=args.rounds,
         reference=args.reference,
         log=lambda line: print(line, file=sys.stderr),
+        interleave=args.interleave,
         space=args.space,
         channels=args.channels,
         layers=args.layers,

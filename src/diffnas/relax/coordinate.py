@@ -110,6 +110,8 @@ class CoordinateRelaxation(Relaxation):
             self._relaxed[key] = self._draw(key, self.space.num_edges)
         return self._relaxed[key]
 
+    straight_through = False  # max-alpha: the single-path weights carry a gradient to the alphas
+
     def single_path_weights(self, cell_type: str, top: torch.Tensor) -> torch.Tensor:
         """[E, O] weights of the max-alpha edges: a constant one-hot (equation 2: o_m(x), no alpha)."""
         alpha = self.alphas[cell_type]
@@ -119,21 +121,22 @@ class CoordinateRelaxation(Relaxation):
         alpha = self.alphas[cell_type]
         top = self.max_alpha_ops(cell_type)
         weights = self.single_path_weights(cell_type, top)
-        # the single-path rows are constants unless they carry a gradient themselves (max-alpha's straight-through)
-        constant = None if weights.requires_grad else [True] * alpha.shape[0]
+        # the single-path rows are constants, unless they carry max-alpha's straight-through gradient (even in
+        # a phase where it is not asked for: both phases then mix alike, so lean and full steps agree bit for bit)
+        single_path = None if self.straight_through else [True] * alpha.shape[0]
         relaxed = self.relaxed_edges(cell_type, cell_index) if self.training else []
         if relaxed:
             rows = torch.zeros(alpha.shape[0], dtype=torch.bool, device=alpha.device)
             rows[relaxed] = True
             weights = torch.where(rows[:, None], self.activation(alpha), weights)
-            if constant is not None:
-                constant = [e not in relaxed for e in range(alpha.shape[0])]
+            if single_path is not None:
+                single_path = [e not in relaxed for e in range(alpha.shape[0])]
         names = self.space.ops[cell_type]
         active = [
             self._computed_ops[cell_type][e] if e in relaxed else ([] if names[o] == "none" else [o])
             for e, o in enumerate(top.tolist())
         ]
-        return Mixing(weights, active, constant=constant)
+        return Mixing(weights, active, single_path=single_path)
 
     # -- hooks -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -171,6 +174,7 @@ class MaxAlphaRelaxation(CoordinateRelaxation):
 
     name = "max-alpha"
     provides = frozenset({"sign-flip"})
+    straight_through = True
     # no edge is sampled; the active op is the derived architecture's, never `none`: a `none` max would
     # run nothing, get no gradient and stay `none` for the whole search
     options = {"edges": DROP, "sample": DROP, "argmax_none": DROP}

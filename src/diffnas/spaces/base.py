@@ -47,9 +47,10 @@ class Mixing:
     weights: torch.Tensor  # [E, O]: output of edge e = sum over active o of weights[e, o] * op_o(x)
     active: list  # per edge, the op indices to compute
     edge_weights: torch.Tensor | None = None  # [E]: scales each edge's output in its node's sum
-    # per edge: True where its row of weights is a constant (no gradient reaches the architecture through it,
-    # e.g. DARTS-CD's single-path edges), so a supernet may leave it out of autograd; None: no such edge
-    constant: list | None = None
+    # per edge: True where the edge is a single path, its active op (if any) at a constant weight of exactly 1
+    # (DARTS-CD's max-alpha edges, equation 2): its output is the op's output as is, no multiply, and no
+    # gradient reaches the architecture through it, so a supernet may leave the row out of autograd; None: none
+    single_path: list | None = None
 
 
 class Architecture:

@@ -45,7 +45,8 @@ class MixedEdge(nn.Module):
             nn.Identity() if name == "none" else OPS[name](c_ops, stride, False) for name in op_names
         )
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, active) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None, active) -> torch.Tensor:
+        """``weights``: [O], op o's output scaled by ``weights[o]``; None: a single path, its op's output as is."""
         if self.k == 1:
             return self._mix(x, weights, active)
         c_ops = x.shape[1] // self.k
@@ -53,6 +54,10 @@ class MixedEdge(nn.Module):
         if self.stride == 2:
             x_bypass = F.max_pool2d(x_bypass, 2, 2, ceil_mode=True)
         return channel_shuffle(torch.cat([self._mix(x_ops, weights, active), x_bypass], dim=1), self.k)
+
+    def buffers_of(self, active) -> list:
+        """The buffers (BN running statistics) that running ``active`` updates."""
+        return [b for o in active for b in self.ops[o].buffers()]
 
     def recomputable(self, active) -> bool:
         """Whether ``active`` keeps anything for backward that a rerun can give back the same, bit for bit: not an
@@ -66,7 +71,7 @@ class MixedEdge(nn.Module):
             return x.new_zeros(x.shape[0], x.shape[1], h, w)
         out = None
         for o in active:
-            y = weights[o] * self.ops[o](x)
+            y = self.ops[o](x) if weights is None else weights[o] * self.ops[o](x)
             out = y if out is None else out + y
         return out
 
@@ -88,6 +93,13 @@ class SearchCell(nn.Module):
             nn.ModuleList(nn.BatchNorm2d(spec.c, affine=False) for _ in range(space.nodes)) if relax.node_norm else None
         )
 
+    def buffers_of(self, mix: Mixing) -> list:
+        """The buffers that a forward under ``mix`` updates: its preprocessing's, its active ops', its nodes'."""
+        parts = [self.pre0, self.pre1, *(self.node_norms or [])]
+        return [b for p in parts for b in p.buffers()] + [
+            b for edge, active in zip(self.edges, mix.active) for b in edge.buffers_of(active)
+        ]
+
     def forward(self, s0, s1, mix: Mixing, recompute: bool = False):
         """``recompute``: a frozen edge (``frozen``) keeps only its input for backward and runs again there."""
         with shared_inputs():  # pool+BN computed once per state, shared by the edges reading it
@@ -97,19 +109,25 @@ class SearchCell(nn.Module):
         states = [self.pre0(s0), self.pre1(s1)]
         e = 0
         for node in range(self.nodes):
-            total = 0
+            total, empty = None, None
             for _ in range(2 + node):
-                x, w = states[self.inputs[e]], mix.weights[e]
-                if mix.constant is not None and mix.constant[e]:
-                    w = w.detach()  # (its gradient would be dropped anyway: no alpha behind it)
-                if recompute and self.edges[e].recomputable(mix.active[e]) and frozen(self.edges[e], (x,), (w,)):
-                    h = recomputed(self.edges[e], (x,), w, mix.active[e])
-                else:
-                    h = self.edges[e](x, w, mix.active[e])
-                if mix.edge_weights is not None:
-                    h = mix.edge_weights[e] * h
-                total = total + h
+                x, w, active, edge = states[self.inputs[e]], mix.weights[e], mix.active[e], self.edges[e]
                 e += 1
+                if not active:  # contributes zero: nothing to add (unless every edge of the node is empty)
+                    empty = (edge, x)
+                    continue
+                if mix.single_path is not None and mix.single_path[e - 1]:
+                    w = None  # the op's output as is: weight exactly 1, no multiply, no alpha behind it
+                if recompute and edge.recomputable(active) and frozen(edge, (x,), (w,)):
+                    h = recomputed(edge, (x,), w, active, buffers=edge.buffers_of(active))
+                else:
+                    h = edge(x, w, active)
+                if mix.edge_weights is not None:
+                    h = mix.edge_weights[e - 1] * h
+                total = h if total is None else total + h
+            if total is None:
+                edge, x = empty
+                total = edge(x, None, [])
             if self.node_norms is not None:
                 total = self.node_norms[node](total)
             states.append(total)
@@ -125,23 +143,25 @@ def frozen(module: nn.Module, inputs: tuple, constants: tuple = ()) -> bool:
     return not any(p.requires_grad for p in module.parameters())
 
 
-def recomputed(module: nn.Module, inputs: tuple, *rest) -> torch.Tensor:
+def recomputed(module: nn.Module, inputs: tuple, *rest, buffers: list | None = None) -> torch.Tensor:
     """``module(*inputs, *rest)`` that saves only ``inputs`` for backward and runs again there (a checkpoint);
-    the rerun leaves the module's buffers (BN running statistics) as the first run left them."""
+    the rerun leaves ``buffers`` (default: all the module's; the BN running statistics the run updates) as the
+    first run left them."""
     runs = []
+    buffers = list(module.buffers()) if buffers is None else buffers
 
     def run(*xs):
         if not runs:
             runs.append(True)
             with shared_inputs():  # its own cache: both runs compute the same ops, whatever other edges did
                 return module(*xs, *rest)
-        kept = [t.clone() for t in module.buffers()]
+        kept = [t.clone() for t in buffers]
         try:  # (the rerun may be stopped early, once it has recomputed what the backward needs)
             with shared_inputs():
                 return module(*xs, *rest)
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(list(module.buffers()), kept)
+                torch._foreach_copy_(buffers, kept)
 
     return checkpoint(run, *inputs, use_reentrant=False, preserve_rng_state=False)
 
@@ -248,7 +268,8 @@ class Supernet(RelaxedNetwork, nn.Module):
             mix = self.relax.mixing(cell.cell_type, cell.index)
             worth = worth and self._recompute > 0
             if worth and frozen(cell, (s0, s1), (mix.weights, mix.edge_weights)):
-                s0, s1 = s1, recomputed(cell, (s0, s1), mix)  # the whole cell: keeps its two inputs only
+                # the whole cell: keeps its two inputs only
+                s0, s1 = s1, recomputed(cell, (s0, s1), mix, buffers=cell.buffers_of(mix))
             else:  # (with ``worth``, its frozen edges recomputed one by one)
                 s0, s1 = s1, cell(s0, s1, mix, recompute=worth)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
