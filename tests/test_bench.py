@@ -239,6 +239,43 @@ def test_an_entry_may_time_its_own_number_of_steps_and_reports_the_mean():
     assert cd["cpu_mean_s"] > 0 and cd["cpu_mean_vs_darts"] == pytest.approx(cd["cpu_mean_s"] / darts["cpu_mean_s"])
 
 
+def test_interleaved_entries_take_their_steps_in_turn_and_memory_from_their_own_pass(monkeypatch):
+    """``--interleave``: one process steps every entry in turn (the short entry's steps spread over the run);
+    each entry's step memory still comes from its own memory pass."""
+    order = []
+    step = bench.DerivedStep.step
+
+    def recorded(self, *a, **k):
+        order.append("derived")
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(bench.DerivedStep, "step", recorded)
+    specs = [
+        {"method": "derived", "steps": 2, "warmup": 0, **TINY},
+        {"method": "darts", "steps": 4, "warmup": 0, **TINY},
+    ]
+    import diffnas.methods.darts as darts_module
+
+    darts_step = darts_module.DARTS.step
+
+    def recorded_darts(self, *a, **k):
+        order.append("darts")
+        return darts_step(self, *a, **k)
+
+    monkeypatch.setattr(darts_module.DARTS, "step", recorded_darts)
+    derived, darts = bench.measure_interleaved(specs)
+    assert len(derived["cpu_times_s"]) == 2 and len(darts["cpu_times_s"]) == 4
+    # cycles 0..3; derived is due in cycles 0 and 2, and each cycle starts one entry later
+    assert order == ["derived", "darts", "darts", "derived", "darts", "darts"]
+    assert derived["cpu_mean_s"] > 0 and darts["interleaved"]
+
+    report = bench.run_bench(["derived"], interleave=True, steps=1, warmup=0, saved_steps=0, **TINY)
+    for r in report["results"].values():
+        assert r["step_mb"] is not None  # from the memory pass
+        assert r["saved_mb"] is None and r["arch_s"] is None  # no probe in the interleaved process
+    assert report["results"]["derived"]["cpu_time_vs_darts"] > 0
+
+
 def test_probe_charges_time_and_distinct_saved_storages_to_the_open_phase():
     probe = bench.Probe("cpu", exclude=[w := torch.randn(1000, requires_grad=True)])
     x = torch.randn(1000, requires_grad=True)

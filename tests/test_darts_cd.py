@@ -514,3 +514,71 @@ def test_recompute_share_picks_the_first_cells_holding_that_share_of_the_activat
     assert net.worth_recomputing == every
     with pytest.raises(diffnas.errors.ConfigError):
         tiny_method("darts-cd", **{"darts-cd": {"recompute_share": 1.5}})
+
+
+def cell_inputs(m) -> dict:
+    """{cell index: (s0, s1)} as the network's forward on a batch gives them."""
+    seen = {}
+    hooks = [c.register_forward_pre_hook(lambda c, a: seen.setdefault(c.index, a[:2]) and None) for c in m.net.cells]
+    with torch.no_grad():
+        m.net(batch()[0])
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_single_path_edges_add_their_op_output_unscaled_and_empty_nodes_are_zero():
+    """DARTS-CD's max-alpha edges have weight exactly 1 (equation 2): the cell adds their ops' outputs as they
+    are, with no multiply; a node all of whose edges run `none` is zero. Same output as the explicit weights."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from diffnas.spaces.base import Mixing
+
+    m = tiny_method("darts-cd", **{"darts-cd": {"warmup_epochs": 0}})
+    with torch.no_grad():
+        a = m.relax.alphas["normal"]
+        a.zero_()
+        a[:, m.space.ops["normal"].index("sep_conv_3x3")] = 1.0
+        a[:2, 0] = 2.0  # `none` on both edges into node 0
+    m.net.train()
+    cell = next(c for c in m.net.cells if c.cell_type == "normal")
+    m.relax.step_start()
+    mix = m.relax.mixing("normal", cell.index)
+    assert mix.single_path.count(False) == 1  # one relaxed edge in the cell
+    single = Mixing(mix.weights.detach(), mix.active, single_path=mix.single_path)
+    weighted = Mixing(mix.weights.detach(), mix.active)  # the same edges with their one-hot rows multiplied in
+    x = cell_inputs(m)[cell.index]
+
+    class Muls(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Muls.n += func is torch.ops.aten.mul.Tensor and any(torch.is_tensor(t) and t.dim() == 4 for t in args)
+            return func(*args, **(kwargs or {}))
+
+    state = [b.clone() for b in cell.buffers()]
+    with torch.no_grad(), Muls():
+        out = cell(*x, single)
+    torch._foreach_copy_(list(cell.buffers()), state)
+    assert Muls.n == len(mix.active[mix.single_path.index(False)])  # only the relaxed edge's ops are weighted
+    with torch.no_grad():
+        ref = cell(*x, weighted)
+    assert torch.equal(out, ref)
+    C = out.shape[1] // m.space.nodes
+    assert not out[:, :C].any()  # node 0: both edges `none`
+
+
+def test_a_recomputed_cell_restores_exactly_the_buffers_its_forward_updates():
+    """``SearchCell.buffers_of``: the buffers a forward under a mixing changes are the ones it names."""
+    m = tiny_method("darts-cd", **{"darts-cd": {"warmup_epochs": 0}})
+    inputs = cell_inputs(m)
+    m.net.train()
+    m.relax.step_start()
+    for cell in m.net.cells:
+        mix = m.relax.mixing(cell.cell_type, cell.index)
+        before = {id(b): b.clone() for b in cell.buffers()}
+        with torch.no_grad():
+            cell(*inputs[cell.index], mix)
+        changed = {id(b) for b in cell.buffers() if not torch.equal(b, before[id(b)])}
+        named = {id(b) for b in cell.buffers_of(mix)}
+        assert changed == named, cell.index
