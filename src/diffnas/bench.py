@@ -40,6 +40,7 @@ import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 from .config import deep_merge
 
@@ -307,17 +308,11 @@ class DerivedStep:
         return {"loss": loss.item()}
 
 
-class _Built:
-    """A method ready to step: ``m``, its device, the fixed batches (``train``; ``Val`` serves the val batch)."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-
-
 def _built(
     method, space, channels, layers, batch_size, image_size, in_channels, num_classes, device, seed, sets, epoch, **_
 ):
-    """``method`` built at this scale on fixed random batches (``measure``'s arguments), at the epoch it is timed in."""
+    """``method`` built at this scale on fixed random batches (``measure``'s arguments), at the epoch it is timed in:
+    ``m``, its device ``dev``, ``train`` and ``Val`` (serves the val batch), ``epoch``, ``num_classes``, ``cfg``."""
     import torch
 
     from .catalog import resolve
@@ -366,7 +361,7 @@ def _built(
         def next(self):
             return val
 
-    return _Built(m=m, dev=dev, train=train, Val=Val, epoch=epoch, num_classes=num_classes, cfg=cfg)
+    return SimpleNamespace(m=m, dev=dev, train=train, Val=Val, epoch=epoch, num_classes=num_classes, cfg=cfg)
 
 
 def measure(
@@ -403,7 +398,7 @@ def measure(
 
     from .runtime.system import file_pages_mb, peak_memory_mb, reset_peak_memory
 
-    b = _built(**locals())
+    b = _built(**locals())  # (measure's arguments)
     m, dev, train, Val, epoch, cfg, num_classes = b.m, b.dev, b.train, b.Val, b.epoch, b.cfg, b.num_classes
     # parameters and buffers are no activations: the probe does not count them when an op saves them
     held = [*m.weights, *m.arch, *(t for net in m.modules() for t in (*net.parameters(), *net.buffers()))]
@@ -502,13 +497,14 @@ def measure_interleaved(specs: list[dict]) -> list[dict]:
     import torch
 
     defaults = {k: p.default for k, p in inspect.signature(measure).parameters.items() if k != "method"}
-    built = [_built(**{**defaults, **s}) for s in specs]
-    steps = [s.get("steps", 5) for s in specs]
-    for b, s, n in zip(built, specs, steps):
-        b.m.epoch_start(b.epoch, s.get("warmup", 2) + n + 1)
-    for i in range(max(s.get("warmup", 2) for s in specs)):
+    specs = [{**defaults, **s} for s in specs]
+    built = [_built(**s) for s in specs]
+    steps = [s["steps"] for s in specs]
+    for b, s in zip(built, specs):
+        b.m.epoch_start(b.epoch, s["warmup"] + s["steps"] + 1)
+    for i in range(max(s["warmup"] for s in specs)):
         for b, s in zip(built, specs):
-            if i < s.get("warmup", 2):
+            if i < s["warmup"]:
                 b.m.step(b.train, b.Val())
     cycles = max(steps)
     due = [{c * cycles // n for c in range(n)} for n in steps]  # the cycles that time each entry: spread
