@@ -394,12 +394,11 @@ def measure(
     defaults to the task's ``bench_classes``. A space that does not take the default data
     set is measured under its first one (only the config's name: nothing is read).
     """
-    import torch
 
     from .runtime.system import file_pages_mb, peak_memory_mb, reset_peak_memory
 
     b = _built(**locals())  # (measure's arguments)
-    m, dev, train, Val, epoch, cfg, num_classes = b.m, b.dev, b.train, b.Val, b.epoch, b.cfg, b.num_classes
+    m, dev, train, Val, epoch = b.m, b.dev, b.train, b.Val, b.epoch
     # parameters and buffers are no activations: the probe does not count them when an op saves them
     held = [*m.weights, *m.arch, *(t for net in m.modules() for t in (*net.parameters(), *net.buffers()))]
     probe = Probe(dev, count_saved=False)
@@ -412,20 +411,10 @@ def measure(
         for _ in range(warmup + steps):
             m.step(train, Val())
         return {"setup_mb": setup_mb, "peak_mb": peak_memory_mb(dev), "code_mb": file_pages_mb() - setup_file_mb}
-    times, cpu_times = [], []
-    for i in range(warmup + steps):
-        timed = i >= warmup
-        m.probe = probe if timed else None
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t, c = time.perf_counter(), time.process_time()
-        with probe.step() if timed else nullcontext():
-            m.step(train, Val())
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if timed:
-            times.append(time.perf_counter() - t)
-            cpu_times.append(time.process_time() - c)
+    for _ in range(warmup):
+        m.step(train, Val())
+    m.probe = probe
+    timed = [_timed_step(b, probe.step()) for _ in range(steps)]  # (wall s, CPU s) per step
     peak_mb = peak_memory_mb(dev)
     m.probe = counter
     for _ in range(saved_steps):
@@ -443,28 +432,10 @@ def measure(
     if not saved_steps:
         for ph in phases.values():
             ph.update(saved_tensors=None, saved_mb=None)
-    state_bytes = sum(t.numel() * t.element_size() for t in _train_state(m))
     return {
-        "method": method,
-        "space": cfg.space,
-        **({"genotype": m.genotype.to_dict()} if method == DERIVED else {}),
-        "device": dev.type,
-        "input_shape": list(train[0].shape),
-        "num_classes": num_classes,
-        "epoch": epoch,
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "times_s": times,
-        # CPU time of this (single-threaded) process: robust to other processes on a shared machine
-        "cpu_median_s": statistics.median(cpu_times),
-        # the mean: a search's time per step when a step's cost depends on a random draw (DARTS-CD's edge)
-        "cpu_mean_s": statistics.mean(cpu_times),
-        "cpu_times_s": cpu_times,
+        **_facts(method, b, [t for t, _ in timed], [c for _, c in timed]),
         "peak_mb": peak_mb,
         "setup_mb": setup_mb,
-        "params_m": sum(p.numel() for p in m.weights) / 1e6,
-        # every network's parameters and every optimizer's state (RARTS: two networks, three optimizers)
-        "train_state_mb": state_bytes / 2**20,
         "phases": phases,
         "saved_steps": saved_steps,
         "saved_mb": saved["saved_mb"] if saved_steps else None,
@@ -494,7 +465,6 @@ def measure_interleaved(specs: list[dict]) -> list[dict]:
     entry sees the run's drift alike. Each spec is ``measure``'s arguments; only times come
     back (memory needs a process of its own: ``run_bench`` runs it apart).
     """
-    import torch
 
     defaults = {k: p.default for k, p in inspect.signature(measure).parameters.items() if k != "method"}
     specs = [{**defaults, **s} for s in specs]
@@ -513,37 +483,51 @@ def measure_interleaved(specs: list[dict]) -> list[dict]:
     for c in range(cycles):
         for k in range(len(specs)):
             j = (c + k) % len(specs)
-            if c not in due[j]:
-                continue
-            b = built[j]
-            if b.dev.type == "cuda":
-                torch.cuda.synchronize()
-            t, p = time.perf_counter(), time.process_time()
-            b.m.step(b.train, b.Val())
-            if b.dev.type == "cuda":
-                torch.cuda.synchronize()
-            times[j].append(time.perf_counter() - t)
-            cpu[j].append(time.process_time() - p)
-    return [
-        {
-            "method": s["method"],
-            "space": b.cfg.space,
-            "device": b.dev.type,
-            "input_shape": list(b.train[0].shape),
-            "num_classes": b.num_classes,
-            "epoch": b.epoch,
-            "median_s": statistics.median(t),
-            "min_s": min(t),
-            "times_s": t,
-            "cpu_median_s": statistics.median(c),
-            "cpu_mean_s": statistics.mean(c),
-            "cpu_times_s": c,
-            "params_m": sum(p.numel() for p in b.m.weights) / 1e6,
-            "train_state_mb": sum(x.numel() * x.element_size() for x in _train_state(b.m)) / 2**20,
-            "interleaved": True,
-        }
-        for s, b, t, c in zip(specs, built, times, cpu)
-    ]
+            if c in due[j]:
+                wall, cpu_s = _timed_step(built[j])
+                times[j].append(wall)
+                cpu[j].append(cpu_s)
+    return [{**_facts(s["method"], b, t, c), "interleaved": True} for s, b, t, c in zip(specs, built, times, cpu)]
+
+
+def _timed_step(b, around=None) -> tuple[float, float]:
+    """One step of the built method ``b`` (within ``around``, a context): (wall s, this process's CPU s)."""
+    import torch
+
+    cuda = b.dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    t, c = time.perf_counter(), time.process_time()
+    with around or nullcontext():
+        b.m.step(b.train, b.Val())
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def _facts(method: str, b, times: list, cpu_times: list) -> dict:
+    """What a measurement reports of every entry: what was stepped, its step times, its size."""
+    m = b.m
+    return {
+        "method": method,
+        "space": b.cfg.space,
+        **({"genotype": m.genotype.to_dict()} if method == DERIVED else {}),
+        "device": b.dev.type,
+        "input_shape": list(b.train[0].shape),
+        "num_classes": b.num_classes,
+        "epoch": b.epoch,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "times_s": times,
+        # CPU time of this (single-threaded) process: robust to other processes on a shared machine
+        "cpu_median_s": statistics.median(cpu_times),
+        # the mean: a search's time per step when a step's cost depends on a random draw (DARTS-CD's edge)
+        "cpu_mean_s": statistics.mean(cpu_times),
+        "cpu_times_s": cpu_times,
+        "params_m": sum(p.numel() for p in m.weights) / 1e6,
+        # every network's parameters and every optimizer's state (RARTS: two networks, three optimizers)
+        "train_state_mb": sum(t.numel() * t.element_size() for t in _train_state(m)) / 2**20,
+    }
 
 
 def _train_state(m) -> list:

@@ -107,24 +107,24 @@ class SearchCell(nn.Module):
 
     def _forward(self, s0, s1, mix: Mixing, recompute: bool = False):
         states = [self.pre0(s0), self.pre1(s1)]
-        e = 0
+        first = 0  # the node's first edge
         for node in range(self.nodes):
             total, empty = None, None
-            for _ in range(2 + node):
+            for e in range(first, first + 2 + node):
                 x, w, active, edge = states[self.inputs[e]], mix.weights[e], mix.active[e], self.edges[e]
-                e += 1
                 if not active:  # contributes zero: nothing to add (unless every edge of the node is empty)
                     empty = (edge, x)
                     continue
-                if mix.single_path is not None and mix.single_path[e - 1]:
+                if mix.single_path is not None and mix.single_path[e]:
                     w = None  # the op's output as is: weight exactly 1, no multiply, no alpha behind it
                 if recompute and edge.recomputable(active) and frozen(edge, (x,), (w,)):
                     h = recomputed(edge, (x,), w, active, buffers=edge.buffers_of(active))
                 else:
                     h = edge(x, w, active)
                 if mix.edge_weights is not None:
-                    h = mix.edge_weights[e - 1] * h
+                    h = mix.edge_weights[e] * h
                 total = h if total is None else total + h
+            first += 2 + node
             if total is None:
                 edge, x = empty
                 total = edge(x, None, [])
